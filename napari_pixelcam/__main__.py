@@ -1,0 +1,102 @@
+"""Open napari with the PixelCAM panel docked on a sample tile (README command 1).
+
+``python -m napari_pixelcam [--sample malignant] [--image PATH] [--screenshot out.png]``
+
+With ``--screenshot``, or when there is no display, the window is rendered on a virtual
+display (Xvfb, through ``xvfb-run``) and written as a PNG instead of failing or hanging.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+PLUGIN = "napari-pixelcam"
+_UNDER_XVFB = "PIXELCAM_UNDER_XVFB"
+DEFAULT_SCREENSHOT = "pixelcam-screenshot.png"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m napari_pixelcam",
+        description="Open napari with the PixelCAM panel docked on a histology image.",
+    )
+    p.add_argument(
+        "--sample",
+        default="malignant",
+        choices=["malignant", "benign", "ihc"],
+        help="sample image to open when no --image is given (default: malignant)",
+    )
+    p.add_argument("--image", type=Path, help="an image file to open instead of a sample")
+    p.add_argument(
+        "--screenshot",
+        type=Path,
+        help="render the window to this PNG and exit (uses Xvfb when there is no display)",
+    )
+    p.add_argument(
+        "--no-run", action="store_true", help="do not compute maps on start (just dock the panel)"
+    )
+    return p
+
+
+def _has_display() -> bool:
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def _reexec_under_xvfb(argv: list[str], screenshot: Path) -> int:
+    xvfb = shutil.which("xvfb-run")
+    if xvfb is None:
+        print(
+            "error: no display, and xvfb-run is not installed. Install it (Debian/Ubuntu: "
+            "apt-get install xvfb) or run on a machine with a screen.",
+            file=sys.stderr,
+        )
+        return 1
+    args = [a for a in argv if a != "--screenshot"]
+    if "--screenshot" not in argv:
+        args += ["--screenshot", str(screenshot)]
+    env = dict(os.environ, **{_UNDER_XVFB: "1"})
+    cmd = [xvfb, "-a", "-s", "-screen 0 1600x1000x24", sys.executable, "-m", "napari_pixelcam"]
+    return subprocess.call(cmd + args, env=env)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv)
+    if not _has_display() and not os.environ.get(_UNDER_XVFB):
+        shot = args.screenshot or Path(DEFAULT_SCREENSHOT)
+        print(f"no display: rendering under Xvfb to {shot}", file=sys.stderr)
+        return _reexec_under_xvfb(argv, shot)
+
+    import napari
+
+    viewer = napari.Viewer(title="napari-pixelcam")
+    if args.image is not None:
+        viewer.open(str(args.image))
+    else:
+        viewer.open_sample(PLUGIN, args.sample)
+    _, panel = viewer.window.add_plugin_dock_widget(PLUGIN, "PixelCAM")
+    if not args.no_run and hasattr(panel, "run_maps"):
+        panel.run_maps(wait=args.screenshot is not None)
+
+    if args.screenshot is not None:
+        from qtpy.QtWidgets import QApplication
+
+        viewer.window._qt_window.resize(1500, 900)
+        for _ in range(20):
+            QApplication.processEvents()
+        args.screenshot.parent.mkdir(parents=True, exist_ok=True)
+        viewer.screenshot(str(args.screenshot), canvas_only=False)
+        viewer.close()
+        print(f"wrote {args.screenshot}")
+        return 0
+    napari.run()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

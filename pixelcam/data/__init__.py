@@ -1,0 +1,109 @@
+"""Datasets, readers, joint transforms and stain shift for weakly supervised localization.
+
+``open_dataset(kind, root, split, fold)`` opens any supported dataset: GlaS, CAMELYON16
+patches, the generic folder format, or a synthetic set generated on first use.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pixelcam.data.camelyon import load_camelyon16
+from pixelcam.data.dataset import IGNORE_INDEX, Record, Sample, WSOLDataset, collate_samples
+from pixelcam.data.folder import list_splits, load_folder
+from pixelcam.data.glas import load_glas
+from pixelcam.data.io import read_image, read_mask
+from pixelcam.data.stain import StainProfile, restain, stain_profile, stain_shift_series
+from pixelcam.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    EvalTransform,
+    TrainTransform,
+    denormalize,
+)
+from pixelcam.errors import InputError
+
+__all__ = [
+    "DATASET_KINDS",
+    "IGNORE_INDEX",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "EvalTransform",
+    "Record",
+    "Sample",
+    "StainProfile",
+    "TrainTransform",
+    "WSOLDataset",
+    "collate_samples",
+    "denormalize",
+    "generate_tile",
+    "list_splits",
+    "load_camelyon16",
+    "load_folder",
+    "load_glas",
+    "open_dataset",
+    "read_image",
+    "read_mask",
+    "restain",
+    "stain_profile",
+    "stain_shift_series",
+    "write_synthetic_dataset",
+]
+
+DATASET_KINDS: tuple[str, ...] = ("glas", "camelyon16", "folder", "synthetic")
+_LAZY = {"generate_tile", "write_synthetic_dataset"}
+
+
+def __getattr__(name: str) -> Any:
+    # The synthetic generator lives in its own module; import it on first use only.
+    if name in _LAZY:
+        from pixelcam.data import synthetic
+
+        return getattr(synthetic, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def open_dataset(
+    kind: str,
+    root: str | Path,
+    split: str | None = None,
+    fold: int | None = None,
+    **kw: Any,
+) -> WSOLDataset:
+    """Open a dataset by kind: "glas", "camelyon16", "folder" or "synthetic".
+
+    ``fold`` is passed as given: for GlaS, None means the official splits (split defaults
+    to "train") and K the paper's fold files; for CAMELYON16, None reads every patch.
+    "synthetic": ``root`` is a folder; when absent or empty a synthetic set is written
+    there first (``write_synthetic_dataset(root, n_per_class=kw.get("n_per_class", 8),
+    ...)``, remaining ``kw`` passed on), then it is read with :func:`load_folder`.
+    Other ``kw`` go to the loader (e.g. ``folds_dir``, ``missing``, ``labels``).
+    """
+    kind_key = str(kind).lower().replace("-", "").replace("_", "")
+    if kind_key == "glas":
+        return load_glas(root, split=split or "train", fold=fold, **kw)
+    if kind_key in ("camelyon16", "camelyon"):
+        return load_camelyon16(root, split=split, fold=fold, **kw)
+    if kind_key == "folder":
+        if fold is not None or kw:
+            raise InputError(f"the folder format takes no fold or options, got fold={fold} {kw}")
+        return load_folder(root, split=split)
+    if kind_key == "synthetic":
+        if fold is not None:
+            raise InputError(f"synthetic datasets have no folds, got fold={fold}")
+        root = Path(root).expanduser()
+        if root.exists() and not root.is_dir():
+            raise InputError(f"synthetic dataset path is not a folder: {root}")
+        if not root.exists() or not any(root.iterdir()):
+            from pixelcam.data.synthetic import write_synthetic_dataset
+
+            kw.setdefault("n_per_class", 8)
+            write_synthetic_dataset(root, **kw)
+        elif kw:
+            raise InputError(
+                f"{root} already holds a dataset; generation options {sorted(kw)} would be "
+                "ignored (use an empty folder)"
+            )
+        return load_folder(root, split=split)
+    raise InputError(f"unknown dataset kind {kind!r}; expected one of {DATASET_KINDS}")
