@@ -56,9 +56,8 @@ def _reexec_under_xvfb(argv: list[str], screenshot: Path) -> int:
             file=sys.stderr,
         )
         return 1
-    args = [a for a in argv if a != "--screenshot"]
-    if "--screenshot" not in argv:
-        args += ["--screenshot", str(screenshot)]
+    has_shot = any(a == "--screenshot" or a.startswith("--screenshot=") for a in argv)
+    args = list(argv) if has_shot else [*argv, "--screenshot", str(screenshot)]
     env = dict(os.environ, **{_UNDER_XVFB: "1"})
     cmd = [xvfb, "-a", "-s", "-screen 0 1600x1000x24", sys.executable, "-m", "napari_pixelcam"]
     return subprocess.call(cmd + args, env=env)

@@ -1,0 +1,220 @@
+"""napari reader: histology images, their masks, pyramidal slides, maps and point annotations.
+
+- A plain image (BMP/PNG/JPEG/TIFF) opens as an RGB Image layer named by the file stem,
+  decoded by :func:`pixelcam.data.io.read_image` (16-bit, grayscale, RGBA, palette...). A mask
+  beside it (``<stem>_anno.<ext>`` as in GlaS, or ``<stem>_mask.png``) is added as a Labels
+  layer ``<stem> mask`` (0/1).
+- A mask file itself (``*_anno.*``, ``*_mask.*``) opens as a Labels layer.
+- A pyramidal TIFF / OME-TIFF / SVS opens lazily as a multiscale Image layer.
+- A float TIFF with one channel (a map, e.g. saved by this plugin's writer) opens as a
+  float Image layer, with the scale stored in the file.
+- ``*.points.csv`` / ``*.points.json`` (:mod:`pixelcam.annotations`) open as a Points layer
+  with ``label`` and ``source`` features.
+
+Image layers carry ``metadata={"path": ..., "image_id": <stem>}``. A file that cannot be
+decoded raises an error whose message names it; napari shows it as a notification.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".svs")
+MASK_SUFFIXES: tuple[str, ...] = ("_anno", "_mask")
+#: Colours of foreground (label 1) and background (label 0) points.
+POINT_COLORS = {1: "#ff2d55", 0: "#00c7ff"}
+
+LayerData = tuple[Any, dict, str]
+PathLike = str | os.PathLike
+
+
+def _kind(path: PathLike) -> str | None:
+    """What the reader would make of ``path``: "image", "points", or None (not ours)."""
+    from pixelcam.annotations import is_annotation_file
+
+    path = Path(path)
+    if path.is_dir():
+        return None
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        return "image"
+    if is_annotation_file(path):
+        return "points"
+    return None
+
+
+def get_reader(path: PathLike | Sequence[PathLike]) -> Callable[..., list[LayerData]] | None:
+    """The npe2 reader hook: a reader function for the paths we can open, else None."""
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    if not paths or any(_kind(p) is None for p in paths):
+        return None
+    return read_paths
+
+
+def read_paths(path: PathLike | Sequence[PathLike]) -> list[LayerData]:
+    """Read one path or several into napari layer data (see the module docstring)."""
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    layers: list[LayerData] = []
+    for p in paths:
+        layers.extend(_read_one(Path(p)))
+    return layers
+
+
+def _read_one(path: Path) -> list[LayerData]:
+    from pixelcam.errors import InputError
+
+    kind = _kind(path)
+    if kind == "points":
+        return _read_points(path)
+    if kind != "image":
+        raise InputError(f"napari-pixelcam cannot read {path}")
+    if _mask_base(path) is not None:
+        return [_read_mask_layer(path)]
+    from pixelcam.slide import is_pyramidal
+
+    if is_pyramidal(path):
+        return [_read_pyramid(path)]
+    if path.suffix.lower() in (".tif", ".tiff"):
+        as_map = _read_float_map(path)
+        if as_map is not None:
+            return [as_map]
+    return _read_plain(path)
+
+
+def _mask_base(path: Path) -> str | None:
+    """The image stem of a mask file name (``train_1_anno.bmp`` -> ``train_1``), else None."""
+    stem = path.stem
+    for suffix in MASK_SUFFIXES:
+        if stem.endswith(suffix) and len(stem) > len(suffix):
+            return stem[: -len(suffix)]
+    return None
+
+
+def _image_meta(path: Path) -> dict:
+    return {"path": str(path), "image_id": path.stem}
+
+
+def _read_plain(path: Path) -> list[LayerData]:
+    from pixelcam.data.io import read_image
+
+    image = read_image(path)
+    layers: list[LayerData] = [
+        (image, {"name": path.stem, "rgb": True, "metadata": _image_meta(path)}, "image")
+    ]
+    mask_path = find_mask(path)
+    if mask_path is not None:
+        from pixelcam.data.io import read_mask
+        from pixelcam.errors import InputError
+
+        try:
+            mask = read_mask(mask_path, shape=image.shape[:2])
+        except InputError as exc:  # a bad mask must not keep the image from opening
+            warnings.warn(f"mask not loaded: {exc}", stacklevel=2)
+        else:
+            layers.append(_mask_layer(mask, path.stem, mask_path))
+    return layers
+
+
+def find_mask(image_path: PathLike) -> Path | None:
+    """The mask beside an image: ``<stem>_anno.<ext>`` (GlaS) or ``<stem>_mask.<ext>``.
+
+    The image's own extension is tried first, then PNG, then the other image extensions.
+    """
+    image_path = Path(image_path)
+    order = [image_path.suffix, ".png", *IMAGE_EXTENSIONS]
+    for suffix in MASK_SUFFIXES:
+        for ext in dict.fromkeys(order):
+            candidate = image_path.with_name(f"{image_path.stem}{suffix}{ext}")
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _mask_layer(mask: Any, base: str, mask_path: Path) -> LayerData:
+    meta = {"name": f"{base} mask", "opacity": 0.4, "metadata": {"path": str(mask_path)}}
+    return (mask, meta, "labels")
+
+
+def _read_mask_layer(path: Path) -> LayerData:
+    from pixelcam.data.io import read_mask
+
+    return _mask_layer(read_mask(path), _mask_base(path) or path.stem, path)
+
+
+def _read_pyramid(path: Path) -> LayerData:
+    import numpy as np
+
+    from pixelcam.slide import open_pyramid
+
+    levels = open_pyramid(path)
+    top = levels[0]
+    rgb = top.ndim == 3 and top.shape[-1] in (3, 4)
+    meta: dict[str, Any] = {
+        "name": path.stem,
+        "multiscale": True,
+        "rgb": rgb,
+        "metadata": {**_image_meta(path), "pyramid": True},
+    }
+    if not (rgb and top.dtype == np.uint8):
+        small = np.asarray(levels[-1])  # the smallest level: cheap, sets the contrast
+        lo, hi = float(np.nanmin(small)), float(np.nanmax(small))
+        meta["contrast_limits"] = (lo, hi if hi > lo else lo + 1.0)
+    return (levels, meta, "image")
+
+
+def _read_float_map(path: Path) -> LayerData | None:
+    """A one-channel float TIFF as a float Image layer (None when it is something else)."""
+    import numpy as np
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0] if tif.series else None
+            if series is None or series.dtype is None or series.dtype.kind != "f":
+                return None
+            if "S" in series.axes:
+                return None
+            data = series.asarray()
+            stored = tif.shaped_metadata[0] if tif.shaped_metadata else {}
+    except Exception:
+        return None  # let read_image report a corrupt file with its own message
+    data = np.squeeze(data)
+    meta: dict[str, Any] = {"name": str(stored.get("name") or path.stem)}
+    meta["metadata"] = _image_meta(path)
+    for key in ("scale", "translate"):
+        value = stored.get(key)
+        if isinstance(value, list) and len(value) == data.ndim:
+            meta[key] = tuple(float(v) for v in value)
+    finite = data[np.isfinite(data)]
+    if finite.size:
+        lo, hi = float(finite.min()), float(finite.max())
+        meta["contrast_limits"] = (lo, hi if hi > lo else lo + 1.0)
+    meta["colormap"] = str(stored.get("colormap") or "inferno")
+    return (data.astype(np.float32, copy=False), meta, "image")
+
+
+def _read_points(path: Path) -> list[LayerData]:
+    import numpy as np
+
+    from pixelcam.annotations import load_annotations
+
+    loaded = load_annotations(path)
+    layers = []
+    for ann in loaded if isinstance(loaded, list) else [loaded]:
+        labels = ann.labels().astype(np.int64)
+        meta = {
+            "name": f"{ann.image_id} points",
+            "features": {"label": labels, "source": np.array(ann.sources(), dtype=object)},
+            "face_color": [POINT_COLORS[int(lab)] for lab in labels] or "white",
+            "metadata": {
+                "path": str(path),
+                "image_id": ann.image_id,
+                "image_shape": tuple(ann.image_shape),
+                "image_path": ann.image_path,
+            },
+        }
+        layers.append((ann.coords(), meta, "points"))
+    return layers
