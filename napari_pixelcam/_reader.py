@@ -5,7 +5,8 @@
   beside it (``<stem>_anno.<ext>`` as in GlaS, or ``<stem>_mask.png``) is added as a Labels
   layer ``<stem> mask`` (0/1).
 - A mask file itself (``*_anno.*``, ``*_mask.*``) opens as a Labels layer.
-- A pyramidal TIFF / OME-TIFF / SVS opens lazily as a multiscale Image layer.
+- A pyramidal TIFF / OME-TIFF / SVS opens lazily as a multiscale Image layer (any SVS
+  file is read lazily, also without a pyramid).
 - A float TIFF with one channel (a map, e.g. saved by this plugin's writer) opens as a
   float Image layer, with the scale stored in the file.
 - ``*.points.csv`` / ``*.points.json`` (:mod:`pixelcam.annotations`) open as a Points layer
@@ -75,7 +76,7 @@ def _read_one(path: Path) -> list[LayerData]:
         return [_read_mask_layer(path)]
     from pixelcam.slide import is_pyramidal
 
-    if is_pyramidal(path):
+    if is_pyramidal(path) or path.suffix.lower() == ".svs":
         return [_read_pyramid(path)]
     if path.suffix.lower() in (".tif", ".tiff"):
         as_map = _read_float_map(path)
@@ -145,6 +146,7 @@ def _read_mask_layer(path: Path) -> LayerData:
 
 
 def _read_pyramid(path: Path) -> LayerData:
+    """A pyramid as a lazy multiscale layer (an SVS without pyramid: one lazy level)."""
     import numpy as np
 
     from pixelcam.slide import open_pyramid
@@ -154,7 +156,7 @@ def _read_pyramid(path: Path) -> LayerData:
     rgb = top.ndim == 3 and top.shape[-1] in (3, 4)
     meta: dict[str, Any] = {
         "name": path.stem,
-        "multiscale": True,
+        "multiscale": len(levels) > 1,
         "rgb": rgb,
         "metadata": {**_image_meta(path), "pyramid": True},
     }
@@ -162,7 +164,7 @@ def _read_pyramid(path: Path) -> LayerData:
         small = np.asarray(levels[-1])  # the smallest level: cheap, sets the contrast
         lo, hi = float(np.nanmin(small)), float(np.nanmax(small))
         meta["contrast_limits"] = (lo, hi if hi > lo else lo + 1.0)
-    return (levels, meta, "image")
+    return (levels if len(levels) > 1 else top, meta, "image")
 
 
 def _read_float_map(path: Path) -> LayerData | None:
