@@ -95,3 +95,24 @@ def otsu_thresholds(flat: torch.Tensor, bins: int = 256) -> torch.Tensor:
     between = (mu_t * w0 - mu) ** 2 / (w0 * w1).clamp(min=1e-12)
     between[(w0 <= 0) | (w1 <= 1e-12)] = -1.0
     return centers[between.argmax(dim=1)]
+
+
+def sample_points(
+    cam: torch.Tensor,
+    n: int = 5,
+    sampler: str = "pb",
+    bg_fraction: float = 0.2,
+    seed: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeds of ONE map ``[H, W]`` as point coordinates ``[N, 2]`` (row, col) and labels
+    ``[N]`` (1 FG, 0 BG): the same draw as training, for showing and editing in a viewer."""
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    seeds = sample_seeds(
+        torch.as_tensor(cam, dtype=torch.float32)[None],
+        n=n,
+        sampler=sampler,
+        bg_fraction=bg_fraction,
+        generator=gen,
+    )[0]
+    coords = (seeds != IGNORE).nonzero()
+    return coords, seeds[coords[:, 0], coords[:, 1]]

@@ -1,0 +1,82 @@
+"""Maps of one image at its own size: what the napari panel and ``pixelcam predict`` call.
+
+The image is converted to RGB ``uint8`` (16-bit, grayscale, RGBA, float with NaN/inf are
+all accepted), resized to the model's input size, and every requested map comes from ONE
+forward pass (:func:`pixelcam.cams.compute_maps`), upsampled back to the image size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from pixelcam.data.io import to_rgb_uint8
+from pixelcam.errors import InputError
+
+MIN_SIDE = 8
+
+
+@dataclass
+class ImageMaps:
+    """Maps of one image (``maps[name]`` float32 ``(H, W)`` in [0, 1]) and the prediction."""
+
+    maps: dict[str, np.ndarray]
+    probs: np.ndarray
+    pred: int
+    target: int
+    features: np.ndarray
+    class_names: list[str]
+
+    @property
+    def pred_name(self) -> str:
+        return self.class_names[self.pred]
+
+
+def prepare_image(data: Any, name: str = "image") -> np.ndarray:
+    """Any 2-D image array a user may have (napari layer data) -> ``uint8`` RGB ``(H, W, 3)``."""
+    arr = np.asarray(data)
+    if arr.ndim == 3 and arr.shape[-1] not in (1, 2, 3, 4) and arr.shape[0] not in (1, 3, 4):
+        raise InputError(
+            f"{name} has shape {arr.shape}: a 3-D stack, not a 2-D image; select one plane"
+        )
+    if arr.ndim > 3:
+        raise InputError(f"{name} has shape {arr.shape}: expected a 2-D (RGB or gray) image")
+    rgb = to_rgb_uint8(arr, name=name)
+    if min(rgb.shape[:2]) < MIN_SIDE:
+        raise InputError(f"{name} is {rgb.shape[1]}x{rgb.shape[0]} pixels: too small for a map")
+    return rgb
+
+
+def predict_maps(
+    model: torch.nn.Module,
+    image: Any,
+    methods: Sequence[str],
+    size: int | None = 224,
+    target: int | None = None,
+    class_names: Sequence[str] | None = None,
+    device: torch.device | str | None = None,
+) -> ImageMaps:
+    """Maps of ``methods`` for one image, at the image's size (see the module docstring)."""
+    from pixelcam.cams import compute_maps
+    from pixelcam.data.transforms import EvalTransform
+
+    rgb = prepare_image(image)
+    if device is None:
+        device = next(model.parameters()).device
+    x, _, _ = EvalTransform(size=size)(rgb)
+    res = compute_maps(
+        model, x[None].to(device), methods=list(methods), target=target, size=rgb.shape[:2]
+    )
+    names = list(class_names) if class_names else [str(i) for i in range(res.probs.shape[1])]
+    return ImageMaps(
+        maps={k: v[0].float().clamp(0, 1).cpu().numpy() for k, v in res.maps.items()},
+        probs=res.probs[0].cpu().numpy(),
+        pred=int(res.pred[0]),
+        target=int(res.target[0]),
+        features=res.features[0].float().cpu().numpy(),
+        class_names=names,
+    )

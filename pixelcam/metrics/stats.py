@@ -1,0 +1,22 @@
+"""Paired t-test between two methods' per-image scores (paper Tables 2, 9, 10)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def paired_ttest(a: Any, b: Any) -> tuple[float, float, int]:
+    """``(t, p, n)`` of scipy's two-sided ``ttest_rel`` on pairs where both are finite."""
+    from scipy.stats import ttest_rel
+
+    a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"paired scores need equal lengths, got {a.size} and {b.size}")
+    keep = np.isfinite(a) & np.isfinite(b)
+    n = int(keep.sum())
+    if n < 2:
+        raise ValueError(f"a paired t-test needs at least 2 finite pairs, got {n}")
+    res = ttest_rel(a[keep], b[keep])
+    return float(res.statistic), float(res.pvalue), n

@@ -1,0 +1,122 @@
+"""Training configuration: one flat, JSON-able dataclass shared by the CLI, the trainer
+dock and the Python API, validated before anything expensive starts."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from pixelcam.errors import InputError
+
+PHASES = ("baseline", "pixelcam")
+DATASETS = ("glas", "camelyon16", "folder", "synthetic")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs. ``out`` is the run folder (checkpoints, events, caches).
+
+    Phase ``baseline`` trains a WSOL classifier on image labels only. Phase ``pixelcam``
+    needs ``teacher`` (a baseline run folder or checkpoint): its ``teacher_method`` CAMs
+    are cached once and sampled into FG/BG seeds every step; the network starts from the
+    teacher's B-CL weights (``init``) as in the authors' code.
+    """
+
+    out: str
+    dataset: str = "synthetic"
+    data_root: str = ""
+    fold: int | None = 0
+    train_split: str = "train"
+    valcl_split: str = "valcl"
+    valpx_split: str = "valpx"
+    missing: str = "error"
+    phase: str = "baseline"
+    backbone: str = "resnet18"
+    weights: str | None = None
+    head: str = "gap"
+    pixel_head: str = "linear"
+    teacher: str | None = None
+    teacher_method: str = "layercam"
+    teacher_checkpoint: str = "best_loc"
+    init: str | None = None
+    eval_method: str | None = None
+    lam: float = 1.0
+    n: int = 5
+    sampler: str = "pb"
+    bg_fraction: float = 0.2
+    positive_only: bool = False
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    head_lr_mult: float = 10.0
+    lr_step: int | None = None
+    lr_gamma: float = 0.1
+    resize: int = 256
+    crop: int = 224
+    eval_size: int = 224
+    color_jitter: bool = True
+    device: str = "auto"
+    amp: bool = True
+    seed: int = 0
+    num_workers: int = 0
+    select_margin: float = 10.0
+    synthetic_n_per_class: int = 40
+    synthetic_size: int = 256
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> TrainConfig:
+        def bad(msg: str) -> InputError:
+            return InputError(f"invalid training configuration: {msg}")
+
+        if not self.out:
+            raise bad("an output folder (out) is required")
+        if self.phase not in PHASES:
+            raise bad(f"phase must be one of {PHASES}, got {self.phase!r}")
+        if self.dataset not in DATASETS:
+            raise bad(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
+        if self.dataset != "synthetic" and not self.data_root:
+            raise bad(f"dataset {self.dataset!r} needs data_root")
+        if self.device not in DEVICES:
+            raise bad(f"device must be one of {DEVICES}, got {self.device!r}")
+        if self.phase == "pixelcam" and not self.teacher:
+            raise bad("phase 'pixelcam' needs a teacher (a baseline run folder or checkpoint)")
+        if self.sampler not in ("pb", "th"):
+            raise bad(f"sampler must be 'pb' or 'th', got {self.sampler!r}")
+        for name in ("epochs", "batch_size", "n"):
+            if int(getattr(self, name)) < 1:
+                raise bad(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.epochs > 100000:
+            raise bad(f"epochs must be <= 100000, got {self.epochs}")
+        if not (self.lam >= 0 and self.lr > 0):
+            raise bad(f"lam must be >= 0 and lr > 0 (got lam={self.lam}, lr={self.lr})")
+        if not 0 < self.bg_fraction <= 1:
+            raise bad(f"bg_fraction must be in (0, 1], got {self.bg_fraction}")
+        if self.crop > self.resize:
+            raise bad(f"crop ({self.crop}) must not exceed resize ({self.resize})")
+        if self.teacher_checkpoint not in ("best_loc", "best_cl", "last"):
+            raise bad("teacher_checkpoint must be best_loc, best_cl or last")
+        return self
+
+    @property
+    def map_method(self) -> str:
+        """The map evaluated for B-LOC selection: PixelCAM's, or the baseline's own."""
+        if self.eval_method:
+            return self.eval_method
+        if self.phase == "pixelcam":
+            return "pixelcam"
+        return {"deepmil": "deepmil", "sat": "sat"}.get(self.head, self.teacher_method)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise InputError(f"unknown training configuration keys: {', '.join(unknown)}")
+        return cls(**data)

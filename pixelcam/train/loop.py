@@ -1,0 +1,475 @@
+"""The training loop of both phases (baseline WSOL, then PixelCAM), with per-epoch
+evaluation, B-CL/B-LOC checkpoint selection, resume and JSON-lines progress.
+
+Run folder layout (``config.out``)::
+
+    config.json             the validated TrainConfig
+    events.jsonl            one JSON event a line (start, step, epoch, checkpoint, done, error)
+    history.json            per-epoch metrics (epoch 0 = before training)
+    last.{safetensors,json} model after the latest epoch      } pixelcam checkpoints
+    best_cl.*  best_loc.*   B-CL (valcl accuracy) / B-LOC (valpx PxAP)
+    resume/                 epoch-stamped model + optimizer state and resume.json (pointer)
+    teacher_cams.*          cached teacher CAMs (phase pixelcam)
+    .lock                   present while a run writes here
+
+Reproducibility: every random draw of epoch ``e`` (shuffling, augmentation, seed pixels)
+comes from generators seeded with ``(seed, e)``, so a resumed run replays exactly what an
+uninterrupted one would have done.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from pixelcam.data.dataset import WSOLDataset, collate_samples
+from pixelcam.data.transforms import TrainTransform
+from pixelcam.errors import InputError, PixelCAMError
+from pixelcam.pseudo_labels import IGNORE, sample_seeds
+from pixelcam.train.config import TrainConfig
+from pixelcam.train.events import EventCallback, EventLog
+from pixelcam.train.state import atomic_write_text, load_training_state, save_training_state
+
+
+class TrainingError(PixelCAMError):
+    """The run stopped (non-finite loss, cancelled, ...); the last good checkpoint is kept."""
+
+
+@dataclass
+class RunResult:
+    out: Path
+    epochs_done: int
+    history: list[dict[str, Any]]
+    best_cl: Path
+    best_loc: Path
+    last: Path
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA, then Apple MPS, then the CPU; an unavailable choice is an error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("device 'cuda' requested but CUDA is not available (try --device auto)")
+    if name == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise InputError("device 'mps' requested but Apple MPS is not available")
+    return torch.device(name)
+
+
+def open_split(config: TrainConfig, split: str) -> WSOLDataset:
+    from pixelcam.data import open_dataset
+
+    if config.dataset == "synthetic":
+        root = config.data_root or str(Path(config.out) / "synthetic-data")
+        root_path = Path(root)
+        kw: dict[str, Any] = {}
+        if not root_path.exists() or not any(root_path.iterdir()):
+            kw = {
+                "n_per_class": config.synthetic_n_per_class,
+                "size": config.synthetic_size,
+                "seed": config.seed,
+            }
+        return open_dataset("synthetic", root, split=split, **kw)
+    kw = {"missing": config.missing} if config.dataset in ("glas", "camelyon16") else {}
+    fold = config.fold if config.dataset in ("glas", "camelyon16") else None
+    return open_dataset(config.dataset, config.data_root, split=split, fold=fold, **kw)
+
+
+class RunLock:
+    """A ``.lock`` file holding the pid: a second run on the same folder is refused."""
+
+    def __init__(self, out: Path) -> None:
+        self.path = out / ".lock"
+
+    def __enter__(self) -> RunLock:
+        if self.path.exists():
+            try:
+                pid = int(self.path.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and _pid_alive(pid):
+                raise InputError(
+                    f"{self.path.parent} is in use by a running training (pid {pid}); "
+                    "wait for it, cancel it, or choose another output folder"
+                )
+        self.path.write_text(str(os.getpid()))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # our own stale lock (e.g. a previous run in this process)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _check_writable(out: Path, need_bytes: int = 50 << 20) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise InputError(f"output folder {out} is not writable: {exc.strerror or exc}") from exc
+    free = shutil.disk_usage(out).free
+    if free < need_bytes:
+        raise InputError(
+            f"not enough disk space in {out}: {free / 2**20:.0f} MiB free, "
+            f"need at least {need_bytes / 2**20:.0f} MiB"
+        )
+
+
+def _teacher_checkpoint(config: TrainConfig, which: str) -> Path:
+    """A teacher given as a run folder resolves to its ``which`` checkpoint."""
+    t = Path(config.teacher or "")
+    if t.is_dir():
+        cand = t / f"{which}.json"
+        if not cand.exists():
+            raise InputError(f"teacher run {t} has no {which} checkpoint ({cand} is missing)")
+        return cand
+    return t
+
+
+def _build_model(config: TrainConfig, num_classes: int) -> torch.nn.Module:
+    from pixelcam.models import build_model, load_checkpoint
+
+    pixel_head = config.pixel_head if config.phase == "pixelcam" else None
+    if config.phase == "pixelcam":
+        init = Path(config.init) if config.init else _teacher_checkpoint(config, "best_cl")
+        teacher, _ = load_checkpoint(init, expect={"num_classes": num_classes})
+        arch = dict(teacher.config)
+        arch["pixel_head"] = pixel_head
+        model = build_model(**arch)
+        missing, unexpected = model.load_state_dict(teacher.state_dict(), strict=False)
+        if unexpected or any(not k.startswith("pixel_head.") for k in missing):
+            raise InputError(f"cannot initialise PixelCAM from {init}: weights do not fit")
+        return model
+    return build_model(
+        config.backbone,
+        num_classes=num_classes,
+        head=config.head,
+        pixel_head=None,
+        weights=config.weights,
+    )
+
+
+def train(
+    config: TrainConfig,
+    resume: bool = False,
+    stream: TextIO | None = None,
+    callbacks: list[EventCallback] | None = None,
+) -> RunResult:
+    """Train as ``config`` says; ``resume=True`` continues an interrupted run in ``out``."""
+    config.validate()
+    out = Path(config.out).expanduser()
+    _check_writable(out)
+    cfg_path = out / "config.json"
+    if resume:
+        if not cfg_path.exists():
+            raise InputError(f"nothing to resume in {out} (no config.json)")
+        saved = TrainConfig.from_dict(json.loads(cfg_path.read_text(encoding="utf-8")))
+        saved.epochs = config.epochs  # a resumed run may be extended
+        config = saved.validate()
+    elif (out / "resume" / "resume.json").exists():
+        raise InputError(
+            f"{out} already holds a run; use resume to continue it, or another output folder"
+        )
+    with RunLock(out):
+        log = EventLog(out / "events.jsonl", stream=stream, callbacks=callbacks)
+        try:
+            return _train(config, out, resume, log)
+        except Exception as exc:
+            log.emit("error", message=str(exc), kind=type(exc).__name__)
+            raise
+        finally:
+            log.close()
+
+
+def _train(config: TrainConfig, out: Path, resume: bool, log: EventLog) -> RunResult:
+    from pixelcam.evaluation import evaluate_model
+    from pixelcam.models import save_checkpoint
+    from pixelcam.models.checkpoint import load_state_into
+
+    atomic_write_text(out / "config.json", json.dumps(config.to_dict(), indent=1))
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    train_ds = open_split(config, config.train_split)
+    valcl = open_split(config, config.valcl_split)
+    valpx = open_split(config, config.valpx_split)
+    if list(valcl.class_names) != list(train_ds.class_names):
+        raise InputError(
+            f"class names differ between splits: {train_ds.class_names} vs {valcl.class_names}"
+        )
+    model = _build_model(config, train_ds.num_classes).to(device)
+    method = config.map_method
+    from pixelcam.cams import get_method
+
+    if not get_method(method).supports(model):
+        raise InputError(f"map method {method!r} does not apply to head {model.config['head']!r}")
+
+    n_train = len(train_ds)
+    steps = max(1, math.ceil(n_train / config.batch_size))
+    log.emit(
+        "start",
+        message=f"{config.phase} on {config.dataset}: {n_train} train, "
+        f"{len(valcl)} valcl, {len(valpx)} valpx images, device {device}",
+        phase=config.phase,
+        epochs=config.epochs,
+        steps=steps,
+        device=str(device),
+        resume=resume,
+    )
+
+    cams = None
+    if config.phase == "pixelcam":
+        from pixelcam.train.teacher import cached_teacher_cams
+
+        teacher_ckpt = _teacher_checkpoint(config, config.teacher_checkpoint)
+        cams = cached_teacher_cams(
+            teacher_ckpt,
+            train_ds,
+            config.teacher_method,
+            out,
+            device,
+            size=config.eval_size,
+            log=log,
+        )
+    transform = TrainTransform(
+        resize=config.resize,
+        crop=config.crop,
+        color_jitter=(0.5, 0.5, 0.5, 0.05) if config.color_jitter else None,
+    )
+    train_ds = WSOLDataset(train_ds.records, train_ds.class_names, transform=transform, cams=cams)
+
+    optimizer = torch.optim.SGD(
+        model.param_groups(config.lr, config.head_lr_mult),
+        lr=config.lr,
+        momentum=config.momentum,
+        nesterov=True,
+        weight_decay=config.weight_decay,
+    )
+    use_amp = config.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    meta_base = {
+        "class_names": list(train_ds.class_names),
+        "phase": config.phase,
+        "map_method": method,
+        "eval_size": config.eval_size,
+    }
+
+    history: list[dict[str, Any]] = []
+    best = {"cl": -math.inf, "loc": -math.inf, "acc_seen": -math.inf}
+    start_epoch = 1
+    resume_dir = out / "resume"
+    if resume and (resume_dir / "resume.json").exists():
+        pointer = json.loads((resume_dir / "resume.json").read_text(encoding="utf-8"))
+        load_state_into(model, resume_dir / pointer["model"])
+        info = load_training_state(resume_dir / pointer["state"], optimizer)
+        history, best = info["history"], info["best"]
+        start_epoch = int(info["epoch"]) + 1
+        log.emit("log", message=f"resumed after epoch {info['epoch']}")
+
+    def evaluate(epoch: int) -> dict[str, Any]:
+        cl = evaluate_model(
+            model,
+            valcl,
+            methods=[method],
+            device=device,
+            batch_size=config.batch_size,
+            size=config.eval_size,
+        )
+        px = evaluate_model(
+            model,
+            valpx,
+            methods=[method],
+            device=device,
+            batch_size=config.batch_size,
+            size=config.eval_size,
+        )
+        return {
+            "epoch": epoch,
+            "valcl_acc": cl.accuracy,
+            "valpx_pxap": px.pxap.get(method),
+            "valpx_acc": px.accuracy,
+        }
+
+    def select(metrics: dict[str, Any]) -> list[str]:
+        """B-CL: best valcl accuracy. B-LOC: best valpx PxAP among epochs whose valcl accuracy
+        is within ``select_margin`` points of the best so far and after epoch 0 (guards
+        against an untrained epoch winning on a 6-image valpx); ties go to the later epoch."""
+        chosen = []
+        acc, loc = metrics["valcl_acc"], metrics["valpx_pxap"]
+        best["acc_seen"] = max(best["acc_seen"], acc)
+        if acc >= best["cl"]:
+            best["cl"] = acc
+            chosen.append("best_cl")
+        eligible = metrics["epoch"] >= 1 or config.epochs == 0
+        near_best_acc = acc >= best["acc_seen"] - config.select_margin
+        if loc is not None and eligible and near_best_acc and loc >= best["loc"]:
+            best["loc"] = loc
+            chosen.append("best_loc")
+        return chosen
+
+    if start_epoch == 1:
+        metrics = evaluate(0)
+        history.append(metrics)
+        for name in select(metrics) + ["last"]:
+            save_checkpoint(model, out / name, {**meta_base, "epoch": 0, "metrics": metrics})
+        log.emit("epoch", epoch=0, epochs=config.epochs, metrics=_fmt(metrics))
+
+    for epoch in range(start_epoch, config.epochs + 1):
+        lr_scale = config.lr_gamma ** ((epoch - 1) // config.lr_step) if config.lr_step else 1.0
+        for g, base in zip(optimizer.param_groups, (config.lr, config.lr * config.head_lr_mult)):
+            g["lr"] = base * lr_scale
+        gen = torch.Generator().manual_seed(config.seed * 100003 + epoch)
+        torch.manual_seed(config.seed * 100003 + epoch)
+        loader = DataLoader(
+            train_ds,
+            batch_size=config.batch_size,
+            shuffle=True,
+            generator=gen,
+            collate_fn=collate_samples,
+            num_workers=config.num_workers,
+            drop_last=n_train > config.batch_size,
+        )
+        model.train()
+        totals = {"loss": 0.0, "cls": 0.0, "pix": 0.0, "n": 0}
+        for step, batch in enumerate(loader, 1):
+            images = batch["image"].to(device, non_blocking=True)
+            labels = batch["label"].to(device)
+            with torch.autocast(device.type, enabled=use_amp):
+                outp = model(images)
+                cls_loss = F.cross_entropy(outp.logits, labels)
+                loss = cls_loss
+                if outp.sat_mean_activation is not None:
+                    from pixelcam.models.heads import sat_regularization
+
+                    loss = loss + sat_regularization(outp)
+                pix_loss = torch.zeros((), device=device)
+                if config.phase == "pixelcam" and config.lam > 0:
+                    seeds = _seeds(batch, config, gen, device)
+                    if (seeds != IGNORE).any():
+                        pl = F.interpolate(
+                            outp.pixel_logits.float(),
+                            size=seeds.shape[-2:],
+                            mode="bilinear",
+                            align_corners=False,
+                        )
+                        pix_loss = F.cross_entropy(pl, seeds, ignore_index=IGNORE)
+                        loss = loss + config.lam * pix_loss
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"loss became {loss.item()} at epoch {epoch} step {step}; stopped. The last "
+                    f"good checkpoint is kept in {out} (try a lower learning rate)"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            b = len(batch["id"])
+            totals["loss"] += loss.item() * b
+            totals["cls"] += cls_loss.item() * b
+            totals["pix"] += pix_loss.item() * b
+            totals["n"] += b
+            log.emit(
+                "step",
+                epoch=epoch,
+                step=step,
+                steps=steps,
+                loss=loss.item(),
+                cls_loss=cls_loss.item(),
+                pixel_loss=pix_loss.item(),
+            )
+        n = max(totals["n"], 1)
+        metrics = evaluate(epoch)
+        metrics.update(
+            train_loss=totals["loss"] / n,
+            train_cls_loss=totals["cls"] / n,
+            train_pixel_loss=totals["pix"] / n,
+            lr=config.lr * lr_scale,
+        )
+        history.append(metrics)
+        chosen = select(metrics)
+        meta = {**meta_base, "epoch": epoch, "metrics": metrics}
+        for name in chosen + ["last"]:
+            save_checkpoint(model, out / name, meta)
+            if name != "last":
+                log.emit("checkpoint", name=name, epoch=epoch, path=str(out / name))
+        _save_resume(resume_dir, model, optimizer, epoch, history, best, save_checkpoint, meta)
+        atomic_write_text(out / "history.json", json.dumps(history, indent=1))
+        log.emit("epoch", epoch=epoch, epochs=config.epochs, metrics=_fmt(metrics))
+
+    atomic_write_text(out / "history.json", json.dumps(history, indent=1))
+    log.emit(
+        "done",
+        message=f"finished {config.epochs} epochs in {out}",
+        best_cl=str(out / "best_cl"),
+        best_loc=str(out / "best_loc"),
+    )
+    return RunResult(out, config.epochs, history, out / "best_cl", out / "best_loc", out / "last")
+
+
+def _seeds(
+    batch: dict[str, Any], config: TrainConfig, gen: torch.Generator, device: torch.device
+) -> torch.Tensor:
+    cams = batch["cam"]
+    if cams is None:
+        raise TrainingError("phase pixelcam without teacher CAMs in the batch")
+    eligible = batch["label"] > 0 if config.positive_only else None
+    seeds = sample_seeds(
+        cams,
+        n=config.n,
+        sampler=config.sampler,
+        bg_fraction=config.bg_fraction,
+        eligible=eligible,
+        generator=gen,
+    )
+    return seeds.to(device)
+
+
+def _save_resume(
+    resume_dir: Path, model, optimizer, epoch: int, history, best, save_ckpt, meta
+) -> None:
+    """Epoch-stamped files first, then the pointer, then old files go: a kill at any moment
+    leaves a pointer to a complete pair."""
+    resume_dir.mkdir(exist_ok=True)
+    save_ckpt(model, resume_dir / f"model-{epoch:05d}", meta)
+    save_training_state(
+        resume_dir / f"state-{epoch:05d}",
+        optimizer,
+        {"epoch": epoch, "history": history, "best": best},
+    )
+    atomic_write_text(
+        resume_dir / "resume.json",
+        json.dumps({"epoch": epoch, "model": f"model-{epoch:05d}", "state": f"state-{epoch:05d}"}),
+    )
+    for p in resume_dir.iterdir():
+        if p.name.startswith(("model-", "state-")) and f"-{epoch:05d}." not in p.name:
+            p.unlink(missing_ok=True)
+
+
+def _fmt(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}
