@@ -278,7 +278,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if len(args.checkpoint) > 2:
         raise InputError("evaluate takes one checkpoint, or two to compare")
     device = resolve_device(args.device)
-    kw = {"missing": args.missing} if args.dataset in ("glas", "camelyon16") else {}
+    kw: dict[str, Any] = {}
+    if args.dataset in ("glas", "camelyon16"):
+        kw["missing"] = args.missing
+        if args.folds_dir:
+            kw["folds_dir"] = args.folds_dir
     fold = args.fold if args.dataset in ("glas", "camelyon16") else None
     dataset = open_dataset(args.dataset, args.data_root, split=args.split, fold=fold, **kw)
     results = {}

@@ -4,10 +4,11 @@
 
 A baseline (GAP head, LayerCAM teacher) and PixelCAM on top of it, on a generated
 synthetic H&E dataset (the generator behind the sample tiles), with timm's tiny
-``test_resnet`` backbone (0.37 M parameters, WSOL stride: 28x28 maps at 224) so the two
-checkpoints stay small enough for git (~1.5 MB each). The B-LOC checkpoints are copied to
+``test_resnet`` backbone (0.37 M parameters, WSOL stride: 16x16 maps at its 128 px input)
+so the two checkpoints stay small enough for git (~1.5 MB each). The B-LOC checkpoints are copied to
 ``napari_pixelcam/models/sample_{baseline,pixelcam}.{json,safetensors}``. Deterministic on
-CPU for a given seed; takes several minutes on a 2-core CPU.
+CPU for a given seed; takes about 7 minutes on a 2-core CPU. Measured on
+the generated valpx split: baseline LayerCAM 86.0 PxAP, PixelCAM 95.8.
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ DEST = ROOT / "napari_pixelcam" / "models"
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--epochs-baseline", type=int, default=30)
-    p.add_argument("--epochs-pixelcam", type=int, default=15)
-    p.add_argument("--n-per-class", type=int, default=80)
-    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--epochs-baseline", type=int, default=25)
+    p.add_argument("--epochs-pixelcam", type=int, default=12)
+    p.add_argument("--n-per-class", type=int, default=60)
+    p.add_argument("--size", type=int, default=160)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", type=Path, default=None, help="keep the runs here")
     args = p.parse_args(argv)
@@ -39,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="pixelcam-sample-"))
     common = dict(
         dataset="synthetic", data_root=str(work / "data"), backbone="test_resnet",
-        synthetic_n_per_class=args.n_per_class, synthetic_size=args.size, resize=256, crop=224,
-        eval_size=224, batch_size=16, lr=0.01, device="cpu", seed=args.seed,
+        synthetic_n_per_class=args.n_per_class, synthetic_size=args.size, resize=144, crop=128,
+        eval_size=128, batch_size=16, lr=0.01, device="cpu", seed=args.seed,
         teacher_method="layercam",
     )  # fmt: skip
     cb = [human_progress(sys.stderr)]

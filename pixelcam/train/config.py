@@ -28,6 +28,7 @@ class TrainConfig:
     dataset: str = "synthetic"
     data_root: str = ""
     fold: int | None = 0
+    folds_dir: str | None = None
     train_split: str = "train"
     valcl_split: str = "valcl"
     valpx_split: str = "valpx"

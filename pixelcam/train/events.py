@@ -84,7 +84,9 @@ def human_progress(stream: TextIO = sys.stderr) -> EventCallback:
             )
         elif kind == "epoch":
             m = ev.get("metrics", {})
-            parts = [f"{k} {v:.2f}" for k, v in m.items() if isinstance(v, (int, float))]
+            parts = [
+                f"{k} {v:.3g}" for k, v in m.items() if k != "epoch" and isinstance(v, (int, float))
+            ]
             stream.write(f"\repoch {ev['epoch']}/{ev['epochs']}: " + ", ".join(parts) + "\n")
         elif kind in ("start", "done", "error", "log"):
             msg = ev.get("message") or kind

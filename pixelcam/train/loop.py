@@ -85,7 +85,11 @@ def open_split(config: TrainConfig, split: str) -> WSOLDataset:
                 "seed": config.seed,
             }
         return open_dataset("synthetic", root, split=split, **kw)
-    kw = {"missing": config.missing} if config.dataset in ("glas", "camelyon16") else {}
+    kw: dict[str, Any] = {}
+    if config.dataset in ("glas", "camelyon16"):
+        kw["missing"] = config.missing
+        if config.folds_dir:
+            kw["folds_dir"] = config.folds_dir
     fold = config.fold if config.dataset in ("glas", "camelyon16") else None
     return open_dataset(config.dataset, config.data_root, split=split, fold=fold, **kw)
 
@@ -231,7 +235,8 @@ def _train(config: TrainConfig, out: Path, resume: bool, log: EventLog) -> RunRe
         raise InputError(f"map method {method!r} does not apply to head {model.config['head']!r}")
 
     n_train = len(train_ds)
-    steps = max(1, math.ceil(n_train / config.batch_size))
+    drop_last = n_train > config.batch_size  # no 1-image batch for BatchNorm
+    steps = n_train // config.batch_size if drop_last else 1
     log.emit(
         "start",
         message=f"{config.phase} on {config.dataset}: {n_train} train, "
@@ -292,29 +297,29 @@ def _train(config: TrainConfig, out: Path, resume: bool, log: EventLog) -> RunRe
         start_epoch = int(info["epoch"]) + 1
         log.emit("log", message=f"resumed after epoch {info['epoch']}")
 
+    from pixelcam.cams import available_methods
+
+    # every map the model offers is scored on valpx (one forward for all of them); the
+    # run's own map (``method``) drives B-LOC selection
+    eval_methods = [method] + [m for m in available_methods(model) if m != method]
+
     def evaluate(epoch: int) -> dict[str, Any]:
         cl = evaluate_model(
-            model,
-            valcl,
-            methods=[method],
-            device=device,
-            batch_size=config.batch_size,
+            model, valcl, methods=[], device=device, batch_size=config.batch_size,
             size=config.eval_size,
-        )
+        )  # fmt: skip
         px = evaluate_model(
-            model,
-            valpx,
-            methods=[method],
-            device=device,
-            batch_size=config.batch_size,
+            model, valpx, methods=eval_methods, device=device, batch_size=config.batch_size,
             size=config.eval_size,
-        )
-        return {
+        )  # fmt: skip
+        metrics = {
             "epoch": epoch,
             "valcl_acc": cl.accuracy,
             "valpx_pxap": px.pxap.get(method),
             "valpx_acc": px.accuracy,
         }
+        metrics.update({f"valpx_pxap_{m}": v for m, v in px.pxap.items()})
+        return metrics
 
     def select(metrics: dict[str, Any]) -> list[str]:
         """B-CL: best valcl accuracy. B-LOC: best valpx PxAP among epochs whose valcl accuracy
@@ -353,7 +358,7 @@ def _train(config: TrainConfig, out: Path, resume: bool, log: EventLog) -> RunRe
             generator=gen,
             collate_fn=collate_samples,
             num_workers=config.num_workers,
-            drop_last=n_train > config.batch_size,
+            drop_last=drop_last,
         )
         model.train()
         totals = {"loss": 0.0, "cls": 0.0, "pix": 0.0, "n": 0}
