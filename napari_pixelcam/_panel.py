@@ -1,13 +1,48 @@
-"""The PixelCAM dock panel: choose an image layer and a model, compute maps as layers."""
+"""The PixelCAM dock panel: maps as layers, comparison, pseudo-label points, annotations.
+
+Thin on purpose: every computation is a :mod:`pixelcam` call (``load_checkpoint``,
+``predict_maps``, ``sample_points``, ``per_image_pxap``, ``save_annotations``); this module
+only turns results into layers. Heavy imports (torch, timm) happen on first use, and model
+work runs in a ``thread_worker`` so the viewer never freezes; a failure becomes a napari
+notification.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from magicgui.widgets import ComboBox, Container, Label, PushButton
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    Label,
+    ProgressBar,
+    PushButton,
+    Select,
+    SpinBox,
+)
 
 if TYPE_CHECKING:
     import napari
+
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+#: The bundled sample models (trained by ``sample_data/train_sample_model.py``).
+SAMPLE_PIXELCAM = MODELS_DIR / "sample_pixelcam.json"
+SAMPLE_BASELINE = MODELS_DIR / "sample_baseline.json"
+ALL_METHODS = ("cam", "gradcampp", "layercam", "deepmil", "sat", "pixelcam")
+BASELINE_METHODS = ("cam", "gradcampp", "layercam", "deepmil", "sat")
+COLORMAPS = {"pixelcam": "inferno"}
+DEFAULT_COLORMAP = "turbo"
+POINT_COLORS = {1: "#ff2d55", 0: "#00c7ff"}
+
+
+def _notify_error(message: str) -> None:
+    from napari.utils.notifications import show_error
+
+    show_error(message)
 
 
 class PixelCAMPanel(Container):
@@ -16,18 +51,326 @@ class PixelCAMPanel(Container):
     def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__(labels=True)
         self.viewer = viewer
+        self._models: dict[tuple[str, str], tuple[Any, dict]] = {}
+        self._worker = None
+        self.last_result: dict[str, Any] = {}
+
         self.image_combo = ComboBox(label="image", choices=self._image_layers)
+        self.mask_combo = ComboBox(label="mask", choices=self._label_layers, nullable=True)
+        self.checkpoint = FileEdit(
+            label="PixelCAM model", filter="*.json *.safetensors", value=str(SAMPLE_PIXELCAM)
+        )
+        self.baseline = FileEdit(
+            label="baseline model",
+            filter="*.json *.safetensors",
+            value=str(SAMPLE_BASELINE) if SAMPLE_BASELINE.exists() else "",
+        )
+        self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"])
+        self.methods = Select(
+            label="maps", choices=list(ALL_METHODS), value=["layercam", "pixelcam"]
+        )
+        self.methods.native.setMaximumHeight(110)
         self.run_button = PushButton(text="Compute maps")
-        self.status = Label(value="")
-        self.extend([self.image_combo, self.run_button, self.status])
+        self.progress = ProgressBar(label="progress", min=0, max=1, value=0, visible=False)
+        self.result_label = Label(label="result", value="")
+
+        self.grid = CheckBox(text="side by side (grid)", value=False)
+        self.diff_button = PushButton(text="Difference: PixelCAM - baseline")
+
+        self.points_source = ComboBox(label="points from", choices=self._map_layers)
+        self.n_points = SpinBox(label="n per class", value=5, min=1, max=500)
+        self.sampler = ComboBox(
+            label="sampling", choices=[("probability", "pb"), ("threshold", "th")], value="pb"
+        )
+        self.sample_button = PushButton(text="Sample FG/BG points")
+        self.save_button = PushButton(text="Save annotations")
+
+        self.extend(
+            [
+                self.image_combo, self.mask_combo, self.checkpoint, self.baseline, self.device,
+                self.methods, self.run_button, self.progress, self.result_label, self.grid,
+                self.diff_button, self.points_source, self.n_points, self.sampler,
+                self.sample_button, self.save_button,
+            ]
+        )  # fmt: skip
+        self.run_button.changed.connect(lambda: self.run_maps())
+        self.grid.changed.connect(self._toggle_grid)
+        self.diff_button.changed.connect(lambda: self.difference_map())
+        self.sample_button.changed.connect(lambda: self.sample_points())
+        self.save_button.changed.connect(lambda: self.save_annotations())
         viewer.layers.events.inserted.connect(self._refresh)
         viewer.layers.events.removed.connect(self._refresh)
         self._refresh()
 
-    def _image_layers(self, _widget=None) -> list:
-        from napari.layers import Image
+    # ------------------------------------------------------------------ layer lists
+    def _layers_of(self, kind: str) -> list:
+        import napari.layers as nl
 
-        return [layer for layer in self.viewer.layers if isinstance(layer, Image)]
+        cls = getattr(nl, kind)
+        return [layer for layer in self.viewer.layers if isinstance(layer, cls)]
+
+    def _image_layers(self, _w=None) -> list:
+        return [ly for ly in self._layers_of("Image") if "pixelcam_method" not in ly.metadata]
+
+    def _label_layers(self, _w=None) -> list:
+        return self._layers_of("Labels")
+
+    def _map_layers(self, _w=None) -> list:
+        return [ly for ly in self._layers_of("Image") if "pixelcam_method" in ly.metadata]
 
     def _refresh(self, _event=None) -> None:
-        self.image_combo.reset_choices()
+        for combo in (self.image_combo, self.mask_combo, self.points_source):
+            combo.reset_choices()
+        if self.mask_combo.value is None:
+            masks = self._label_layers()
+            if masks:
+                self.mask_combo.value = masks[0]
+
+    # ------------------------------------------------------------------ models
+    def _load(self, path: str | Path, device: str) -> tuple[Any, dict]:
+        """Load (once, then from a cache) a checkpoint; runs in the worker thread, so it
+        must not touch any widget."""
+        from pixelcam.models import load_checkpoint
+        from pixelcam.train import resolve_device
+
+        device = resolve_device(device)
+        key = (str(Path(path).resolve()), str(device))
+        if key not in self._models:
+            self._models[key] = load_checkpoint(path, device=device)
+        return self._models[key]
+
+    # ------------------------------------------------------------------ maps
+    def run_maps(self, wait: bool = False) -> None:
+        """Compute the selected maps of the selected image, in a worker thread."""
+        layer = self.image_combo.value
+        if layer is None:
+            _notify_error("PixelCAM: open an image first (File > Open, or a sample)")
+            return
+        if layer.multiscale:
+            data = np.asarray(layer.data[_pick_level(layer.data)])
+            level_scale = np.array(layer.data[0].shape[:2]) / np.array(data.shape[:2])
+        else:
+            data, level_scale = np.asarray(layer.data), np.ones(2)
+        methods = list(self.methods.value) or ["pixelcam"]
+        ckpt, base = str(self.checkpoint.value), str(self.baseline.value or "")
+        device = self.device.value
+        _import_heavy()
+        self._start(self._maps_job(layer, data, level_scale, methods, ckpt, base, device), wait)
+
+    def _maps_job(self, layer, data, level_scale, methods, ckpt, base, device):
+        """Worker-thread part: plain data in, plain data out (no widget access)."""
+        from pixelcam.cams import get_method
+        from pixelcam.inference import predict_maps
+
+        yield ("progress", 0, 3, "loading model")
+        model, meta = self._load(ckpt, device)
+        names = meta.get("class_names")
+        size = int(meta.get("eval_size", 224))
+        own = [m for m in methods if get_method(m).supports(model)]
+        base_methods = [m for m in methods if m not in own]
+        yield ("progress", 1, 3, "computing maps")
+        result = predict_maps(model, data, own, size=size, class_names=names)
+        maps = {m: v for m, v in result.maps.items()}
+        if base_methods or (base and Path(base).is_file()):
+            if base and Path(base).is_file():
+                bmodel, _ = self._load(base, device)
+                wanted = [m for m in methods if m != "pixelcam" and get_method(m).supports(bmodel)]
+                if wanted:
+                    bres = predict_maps(bmodel, data, wanted, size=size, target=result.pred)
+                    maps.update(bres.maps)  # baseline maps come from the baseline model
+            missing = [m for m in methods if m not in maps]
+            if missing:
+                raise ValueError(f"maps {missing} do not apply to the chosen model(s)")
+        yield ("progress", 2, 3, "adding layers")
+        return ("maps", layer, level_scale, maps, result)
+
+    def _show_maps(self, layer, level_scale, maps, result) -> None:
+        scale = np.asarray(layer.scale[-2:]) * level_scale
+        translate = np.asarray(layer.translate[-2:])
+        for method, m in maps.items():
+            name = f"{method} [{layer.name}]"
+            meta = {"pixelcam_method": method, "source": layer.name}
+            if name in self.viewer.layers:
+                self.viewer.layers[name].data = m
+                continue
+            self.viewer.add_image(
+                m, name=name, colormap=COLORMAPS.get(method, DEFAULT_COLORMAP),
+                blending="additive", opacity=0.6, contrast_limits=(0.0, 1.0), scale=scale,
+                translate=translate, metadata=meta,
+            )  # fmt: skip
+        text = f"{result.pred_name} ({100 * float(result.probs[result.pred]):.1f}%)"
+        scores = self._pxap(layer, maps)
+        if scores:
+            text += " | PxAP " + ", ".join(f"{k} {v:.1f}" for k, v in scores.items())
+        self.result_label.value = text
+        self.last_result = {"pred": result.pred_name, "probs": result.probs, "pxap": scores}
+
+    def _pxap(self, layer, maps: dict[str, np.ndarray]) -> dict[str, float]:
+        mask_layer = self.mask_combo.value
+        if mask_layer is None:
+            return {}
+        from pixelcam.metrics import per_image_pxap
+
+        mask = (np.asarray(mask_layer.data) > 0).astype(np.uint8)
+        out = {}
+        for method, m in maps.items():
+            if m.shape != mask.shape:
+                from skimage.transform import resize
+
+                m = resize(m, mask.shape, order=1, preserve_range=True).astype(np.float32)
+            score = float(per_image_pxap(m[None], mask[None])[0])
+            if np.isfinite(score):
+                out[method] = score
+        return out
+
+    # ------------------------------------------------------------------ compare
+    def _toggle_grid(self, on: bool) -> None:
+        self.viewer.grid.enabled = bool(on)
+
+    def difference_map(self) -> None:
+        """PixelCAM minus a baseline map of the same image, as a diverging layer."""
+        maps = {ly.metadata["pixelcam_method"]: ly for ly in self._map_layers()}
+        base = next((maps[m] for m in BASELINE_METHODS if m in maps), None)
+        if "pixelcam" not in maps or base is None:
+            _notify_error("PixelCAM: compute a PixelCAM map and a baseline map first")
+            return
+        pix = maps["pixelcam"]
+        diff = np.asarray(pix.data, np.float32) - np.asarray(base.data, np.float32)
+        name = f"pixelcam - {base.metadata['pixelcam_method']} [{pix.metadata['source']}]"
+        if name in self.viewer.layers:
+            self.viewer.layers[name].data = diff
+            return
+        self.viewer.add_image(
+            diff, name=name, colormap="bwr", contrast_limits=(-1.0, 1.0), opacity=0.8,
+            scale=pix.scale, translate=pix.translate,
+            metadata={"pixelcam_method": "difference", "source": pix.metadata["source"]},
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ points
+    def sample_points(self) -> Any:
+        """Sample n FG/BG pseudo-label pixels from the chosen map into a Points layer."""
+        from pixelcam.pseudo_labels import sample_points
+
+        src = self.points_source.value
+        if src is None:
+            _notify_error("PixelCAM: compute a map first, then sample points from it")
+            return None
+        cam = np.asarray(src.data, np.float32)
+        coords, labels = sample_points(cam, n=self.n_points.value, sampler=self.sampler.value)
+        coords, labels = coords.numpy().astype(float), labels.numpy().astype(int)
+        image = self._source_image(src)
+        name = f"seeds [{src.metadata['source']}]"
+        features = {"label": labels, "source": [src.metadata["pixelcam_method"]] * len(labels)}
+        meta = {
+            "image_shape": tuple(int(s) for s in cam.shape),
+            "image_id": (image.metadata.get("image_id") if image else None)
+            or src.metadata["source"],
+            "image_path": image.metadata.get("path") if image else None,
+        }
+        if name in self.viewer.layers:
+            self.viewer.layers.remove(name)
+        return self.viewer.add_points(
+            coords, name=name, features=features, metadata=meta, size=max(6, cam.shape[0] // 60),
+            face_color="label", face_color_cycle=[POINT_COLORS[0], POINT_COLORS[1]],
+            border_color="white", scale=src.scale, translate=src.translate,
+            feature_defaults={"label": 1, "source": "user"},
+        )  # fmt: skip
+
+    def _source_image(self, map_layer):
+        name = map_layer.metadata.get("source")
+        return next((ly for ly in self.viewer.layers if ly.name == name), None)
+
+    def save_annotations(self, path: str | Path | None = None) -> Path | None:
+        """Write the seed points (as edited by the user) beside the image, or to ``path``."""
+        from pixelcam.annotations import AnnotationSet, annotation_path_for, save_annotations
+
+        layers = [ly for ly in self._layers_of("Points") if "image_shape" in ly.metadata]
+        if not layers:
+            _notify_error("PixelCAM: no seed points to save; sample points first")
+            return None
+        layer = self.viewer.layers.selection.active
+        if layer not in layers:
+            layer = layers[-1]
+        meta = layer.metadata
+        labels = np.asarray(layer.features["label"], int)
+        sources = [str(s) for s in layer.features["source"]]
+        ann = AnnotationSet.from_arrays(
+            meta["image_id"], meta["image_shape"], np.asarray(layer.data, float), labels,
+            sources, image_path=meta.get("image_path"),
+        )  # fmt: skip
+        if path is None:
+            if meta.get("image_path"):
+                path = annotation_path_for(meta["image_path"])
+            else:
+                path = Path.home() / f"{meta['image_id']}.points.csv"
+        try:
+            out = save_annotations(path, ann)
+        except (OSError, ValueError) as exc:
+            _notify_error(f"PixelCAM: could not save annotations: {exc}")
+            return None
+        from napari.utils.notifications import show_info
+
+        show_info(f"PixelCAM: saved {len(labels)} points to {out}")
+        return out
+
+    # ------------------------------------------------------------------ worker
+    def _start(self, job, wait: bool) -> None:
+        from napari.qt.threading import create_worker
+
+        self.run_button.enabled = False
+        self.progress.visible = True
+        worker = create_worker(lambda: (yield from job), _start_thread=False, _ignore_errors=True)
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(self._on_done)
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
+        worker.start()
+        if wait:
+            self.wait()
+
+    def wait(self, timeout: float = 300.0) -> None:
+        """Block (processing Qt events) until the running job ends; for scripts and tests."""
+        import time
+
+        from qtpy.QtWidgets import QApplication
+
+        t0 = time.monotonic()
+        while self._worker is not None and time.monotonic() - t0 < timeout:
+            QApplication.processEvents()
+            time.sleep(0.01)
+
+    def _on_progress(self, msg) -> None:
+        _, done, total, text = msg
+        self.progress.max = total
+        self.progress.value = done
+        self.progress.label = text
+
+    def _on_done(self, result) -> None:
+        if result and result[0] == "maps":
+            self._show_maps(*result[1:])
+
+    def _on_error(self, exc: BaseException) -> None:
+        self.result_label.value = f"error: {exc}"
+        _notify_error(f"PixelCAM: {exc}")
+
+    def _on_finished(self) -> None:
+        self.run_button.enabled = True
+        self.progress.visible = False
+        self._worker = None
+
+
+def _import_heavy() -> None:
+    """Import torch and timm on the main thread: importing them first inside a worker
+    thread crashes some builds (seen here: a segfault in torch's import)."""
+    import pixelcam.cams  # noqa: F401
+    import pixelcam.inference  # noqa: F401
+    import pixelcam.models  # noqa: F401
+
+
+def _pick_level(levels, max_side: int = 2048) -> int:
+    """The largest pyramid level whose longer side fits ``max_side`` (the whole view)."""
+    for i, level in enumerate(levels):
+        if max(level.shape[:2]) <= max_side:
+            return i
+    return len(levels) - 1
