@@ -38,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
         help="render the window to this PNG and exit (uses Xvfb when there is no display)",
     )
     p.add_argument(
+        "--grid", action="store_true", help="show the maps side by side, each over the image"
+    )
+    p.add_argument(
         "--no-run", action="store_true", help="do not compute maps on start (just dock the panel)"
     )
     return p
@@ -79,8 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         viewer.open_sample(PLUGIN, args.sample)
     _, panel = viewer.window.add_plugin_dock_widget(PLUGIN, "PixelCAM")
-    if not args.no_run and hasattr(panel, "run_maps"):
+    if not args.no_run:
         panel.run_maps(wait=args.screenshot is not None)
+        if args.grid:
+            panel.wait()
+            panel.grid.value = True
 
     if args.screenshot is not None:
         from qtpy.QtWidgets import QApplication

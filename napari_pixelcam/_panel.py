@@ -110,7 +110,11 @@ class PixelCAMPanel(Container):
         return [layer for layer in self.viewer.layers if isinstance(layer, cls)]
 
     def _image_layers(self, _w=None) -> list:
-        return [ly for ly in self._layers_of("Image") if "pixelcam_method" not in ly.metadata]
+        return [
+            ly
+            for ly in self._layers_of("Image")
+            if "pixelcam_method" not in ly.metadata and "pixelcam_backdrop" not in ly.metadata
+        ]
 
     def _label_layers(self, _w=None) -> list:
         return self._layers_of("Labels")
@@ -187,6 +191,9 @@ class PixelCAMPanel(Container):
     def _show_maps(self, layer, level_scale, maps, result) -> None:
         scale = np.asarray(layer.scale[-2:]) * level_scale
         translate = np.asarray(layer.translate[-2:])
+        # one map shown at a time over the tissue (PixelCAM when computed): additive maps
+        # stacked on an H&E image saturate to white; the others are one click away
+        shown = "pixelcam" if "pixelcam" in maps else list(maps)[-1]
         for method, m in maps.items():
             name = f"{method} [{layer.name}]"
             meta = {"pixelcam_method": method, "source": layer.name}
@@ -195,8 +202,8 @@ class PixelCAMPanel(Container):
                 continue
             self.viewer.add_image(
                 m, name=name, colormap=COLORMAPS.get(method, DEFAULT_COLORMAP),
-                blending="additive", opacity=0.6, contrast_limits=(0.0, 1.0), scale=scale,
-                translate=translate, metadata=meta,
+                blending="additive", opacity=0.5, contrast_limits=(0.0, 1.0), scale=scale,
+                translate=translate, metadata=meta, visible=method == shown,
             )  # fmt: skip
         text = f"{result.pred_name} ({100 * float(result.probs[result.pred]):.1f}%)"
         scores = self._pxap(layer, maps)
@@ -225,7 +232,29 @@ class PixelCAMPanel(Container):
 
     # ------------------------------------------------------------------ compare
     def _toggle_grid(self, on: bool) -> None:
-        self.viewer.grid.enabled = bool(on)
+        """Side by side: each map over its own view of the image, in a grid of panes."""
+        layers = self.viewer.layers
+        for backdrop in [ly for ly in layers if "pixelcam_backdrop" in ly.metadata]:
+            layers.remove(backdrop)
+        if not on:
+            self.viewer.grid.enabled = False
+            self.viewer.reset_view()
+            return
+        for map_layer in self._map_layers():
+            source = self._source_image(map_layer)
+            if source is None:
+                continue
+            backdrop = self.viewer.add_image(
+                source.data, name=f"{source.name} under {map_layer.name}", rgb=source.rgb,
+                scale=source.scale, translate=source.translate,
+                metadata={"pixelcam_backdrop": map_layer.name},
+            )  # fmt: skip
+            layers.move(layers.index(backdrop), layers.index(map_layer))
+            map_layer.visible = True
+        self.viewer.grid.stride = 2
+        self.viewer.grid.shape = (1, -1)  # one row: image | baseline | PixelCAM
+        self.viewer.grid.enabled = True
+        self.viewer.reset_view()
 
     def difference_map(self) -> None:
         """PixelCAM minus a baseline map of the same image, as a diverging layer."""

@@ -49,7 +49,16 @@ def test_compare_grid_and_difference(panel_and_viewer):
     panel.methods.value = ["layercam", "pixelcam"]
     panel.run_maps(wait=True)
     panel.grid.value = True
-    assert viewer.grid.enabled
+    assert viewer.grid.enabled and viewer.grid.stride == 2
+    names = [ly.name for ly in viewer.layers]
+    for method in ("layercam", "pixelcam"):  # each map sits right above its own backdrop
+        i = names.index(f"{method} [synthetic malignant]")
+        assert viewer.layers[i - 1].metadata.get("pixelcam_backdrop") == names[i]
+        assert viewer.layers[i].visible
+    assert panel.image_combo.choices == (viewer.layers["synthetic malignant"],)
+    panel.grid.value = False
+    assert not viewer.grid.enabled
+    assert not any("pixelcam_backdrop" in ly.metadata for ly in viewer.layers)
     panel.difference_map()
     diff = viewer.layers["pixelcam - layercam [synthetic malignant]"]
     expected = (
@@ -73,9 +82,10 @@ def test_sample_points_edit_save_and_reload(panel_and_viewer, tmp_path):
     # foreground seeds sit where the map is high
     pmap = viewer.layers["pixelcam [synthetic malignant]"].data
     rc = points.data.astype(int)
-    assert pmap[rc[labels == 1, 0], rc[labels == 1, 1]].mean() > pmap[
-        rc[labels == 0, 0], rc[labels == 0, 1]
-    ].mean()
+    assert (
+        pmap[rc[labels == 1, 0], rc[labels == 1, 1]].mean()
+        > pmap[rc[labels == 0, 0], rc[labels == 0, 1]].mean()
+    )
     # the user adds a background point with napari's own tools, then saves
     points.add([[5.0, 6.0]])
     points.features.loc[len(points.data) - 1, "label"] = 0
