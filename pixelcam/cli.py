@@ -137,6 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="pixel loss on positive (label > 0) images only (CAMELYON16)",
     )
+    t.add_argument(
+        "--annotations",
+        default=None,
+        help="saved point annotations (a .points.csv/.json file or a folder of "
+        "them): trusted pixel labels added to the sampled seeds (phase pixelcam)",
+    )
     t.add_argument("--epochs", type=_positive_int, default=10)
     t.add_argument("--batch-size", type=_positive_int, default=32)
     t.add_argument("--lr", type=float, default=1e-3)
@@ -230,6 +236,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         sampler=args.sampler,
         positive_only=args.positive_only,
         epochs=args.epochs,
+        annotations=args.annotations,
         batch_size=args.batch_size,
         lr=args.lr,
         lr_step=args.lr_step,

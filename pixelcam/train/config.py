@@ -48,6 +48,7 @@ class TrainConfig:
     sampler: str = "pb"
     bg_fraction: float = 0.2
     positive_only: bool = False
+    annotations: str | None = None
     epochs: int = 10
     batch_size: int = 32
     lr: float = 1e-3

@@ -94,6 +94,39 @@ def open_split(config: TrainConfig, split: str) -> WSOLDataset:
     return open_dataset(config.dataset, config.data_root, split=split, fold=fold, **kw)
 
 
+class TrainingView(WSOLDataset):
+    """The training set as the loss sees it: image, label, teacher CAM, and in the mask
+    slot the user's saved point annotations (1 FG, 0 BG, 255 elsewhere), which go through
+    the same geometric transform as the image. Ground-truth masks are never read here:
+    training stays weakly supervised.
+
+    Points are drawn as small disks (radius ~ image size / ``resize``) so that the
+    nearest-neighbour resize to the training size keeps them.
+    """
+
+    def __init__(self, base: WSOLDataset, transform, cams, annotations, resize: int) -> None:
+        super().__init__(base.records, base.class_names, transform=transform, cams=cams)
+        self.annotations = annotations
+        self.resize = resize
+
+    def __getitem__(self, index: int):
+        from pixelcam.annotations import seed_map
+        from pixelcam.data.dataset import Sample
+        from pixelcam.data.io import read_image
+
+        rec = self.records[index]
+        image = read_image(rec.image_path)
+        size = (int(image.shape[0]), int(image.shape[1]))
+        cam = self._cam_for(rec, size)
+        ann = self.annotations.get(rec.id)
+        points = None
+        if ann is not None:
+            radius = max(1, math.ceil(max(size) / self.resize))
+            points = seed_map(ann, size, radius=radius)
+        image, points, cam = self.transform(image, mask=points, cam=cam)
+        return Sample(image, rec.label, points, rec.id, cam)
+
+
 class RunLock:
     """A ``.lock`` file holding the pid: a second run on the same folder is refused."""
 
@@ -267,8 +300,13 @@ def _train(config: TrainConfig, out: Path, resume: bool, log: EventLog) -> RunRe
         crop=config.crop,
         color_jitter=(0.5, 0.5, 0.5, 0.05) if config.color_jitter else None,
     )
-    train_ds = WSOLDataset(train_ds.records, train_ds.class_names, transform=transform, cams=cams)
+    annotations = {}
+    if config.annotations:
+        from pixelcam.annotations import annotations_for_dataset
 
+        annotations = annotations_for_dataset(config.annotations, train_ds.ids)
+        log.emit("log", message=f"{len(annotations)} images with saved point annotations")
+    train_ds = TrainingView(train_ds, transform, cams, annotations, config.resize)
     optimizer = torch.optim.SGD(
         model.param_groups(config.lr, config.head_lr_mult),
         lr=config.lr,
@@ -452,6 +490,8 @@ def _seeds(
         eligible=eligible,
         generator=gen,
     )
+    points = batch["mask"]  # TrainingView: trusted user points (255 elsewhere), never GT
+    seeds = torch.where(points != IGNORE, points.long(), seeds)
     return seeds.to(device)
 
 
