@@ -1,14 +1,42 @@
 """PixelCAM for histology: weakly supervised localization with a pixel-wise classifier.
 
 The library has no Qt or napari dependency. The public API, imported lazily so that
-``import pixelcam`` stays cheap:
+``import pixelcam`` stays cheap (torch and timm load on first use):
 
-- data: :func:`pixelcam.data.open_dataset`, :func:`pixelcam.data.read_image`
-- models: :func:`pixelcam.models.build_model`, :func:`pixelcam.models.load_checkpoint`
-- maps: :func:`pixelcam.cams.compute_maps`
-- metrics: :mod:`pixelcam.metrics`
+- data: :func:`open_dataset`, :func:`read_image`, :func:`write_synthetic_dataset`
+- models: :func:`build_model`, :func:`load_checkpoint`, :func:`save_checkpoint`
+- maps: :func:`compute_maps` (a batch, one forward), :func:`predict_maps` (one image)
+- pseudo-labels: :func:`sample_seeds`
+- training and evaluation: :class:`TrainConfig`, :func:`pixelcam.train.train`,
+  :func:`evaluate_model`
+- metrics: :mod:`pixelcam.metrics` (PxAP, accuracy, pixel rates, separability, t-test)
 """
 
 from __future__ import annotations
 
+from importlib import import_module
+from typing import Any
+
 __version__ = "0.1.0"
+
+_API = {
+    "open_dataset": "pixelcam.data",
+    "read_image": "pixelcam.data",
+    "write_synthetic_dataset": "pixelcam.data",
+    "build_model": "pixelcam.models",
+    "load_checkpoint": "pixelcam.models",
+    "save_checkpoint": "pixelcam.models",
+    "compute_maps": "pixelcam.cams",
+    "predict_maps": "pixelcam.inference",
+    "sample_seeds": "pixelcam.pseudo_labels",
+    "TrainConfig": "pixelcam.train",
+    "evaluate_model": "pixelcam.evaluation",
+}
+
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        return getattr(import_module(_API[name]), name)
+    raise AttributeError(f"module 'pixelcam' has no attribute {name!r}")

@@ -49,3 +49,14 @@ def test_library_source_has_no_gui_import(path):
             names = [node.module]
         for name in names:
             assert name.split(".")[0] not in GUI_PREFIXES, f"{path}: imports {name}"
+
+
+def test_public_api_is_lazy_and_complete():
+    code = (
+        "import sys, pixelcam\n"
+        "assert 'torch' not in sys.modules, 'import pixelcam must not import torch'\n"
+        "missing = [n for n in pixelcam.__all__ if not callable(getattr(pixelcam, n))]\n"
+        "assert not missing, missing\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
