@@ -31,7 +31,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -40,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from pixelcam.errors import InputError
+from pixelcam.fileio import atomic_write_text
 
 __all__ = [
     "ANNOTATION_SUFFIXES",
@@ -243,20 +243,6 @@ def _json_set(ann: AnnotationSet) -> dict:
     }
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_annotations(path: str | Path, ann: AnnotationSet | Sequence[AnnotationSet]) -> Path:
     """Write ``ann`` as CSV or JSON (by the suffix of ``path``), atomically; returns the path.
 
@@ -281,7 +267,7 @@ def save_annotations(path: str | Path, ann: AnnotationSet | Sequence[AnnotationS
         else:
             doc["images"] = [_json_set(s) for s in sets]
         text = json.dumps(doc, indent=1, allow_nan=False) + "\n"
-    _atomic_write(path, text)
+    atomic_write_text(path, text)
     return path
 
 

@@ -18,13 +18,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from pixelcam.errors import CheckpointError
+from pixelcam.fileio import atomic_write
 from pixelcam.models.model import WSOLModel, build_model
 
 FORMAT = "pixelcam-checkpoint"
@@ -59,18 +59,6 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -102,7 +90,7 @@ def save_checkpoint(
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {json_path}: meta/config not JSON-able: {exc}") from exc
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    _atomic_write(weights_path, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT}))
+    atomic_write(weights_path, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT}))
     doc["weights"] = {
         "file": weights_path.name,
         "sha256": _sha256(weights_path),
@@ -114,7 +102,7 @@ def save_checkpoint(
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text + "\n")
 
-    _atomic_write(json_path, write_json)
+    atomic_write(json_path, write_json)
     return weights_path, json_path
 
 

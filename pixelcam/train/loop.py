@@ -34,10 +34,11 @@ from torch.utils.data import DataLoader
 from pixelcam.data.dataset import WSOLDataset, collate_samples
 from pixelcam.data.transforms import TrainTransform
 from pixelcam.errors import InputError, PixelCAMError
+from pixelcam.fileio import atomic_write_text
 from pixelcam.pseudo_labels import IGNORE, sample_seeds
 from pixelcam.train.config import TrainConfig
 from pixelcam.train.events import EventCallback, EventLog
-from pixelcam.train.state import atomic_write_text, load_training_state, save_training_state
+from pixelcam.train.state import load_training_state, save_training_state
 
 
 class TrainingError(PixelCAMError):

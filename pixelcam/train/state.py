@@ -7,29 +7,13 @@ tensors (safetensors) and a JSON skeleton, so resuming never unpickles anything.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from pixelcam.errors import CheckpointError
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file and ``os.replace`` (never half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from pixelcam.fileio import atomic_write, atomic_write_text
 
 
 def save_training_state(path: Path, optimizer: torch.optim.Optimizer, info: dict[str, Any]) -> None:
@@ -48,15 +32,7 @@ def save_training_state(path: Path, optimizer: torch.optim.Optimizer, info: dict
                 skeleton[str(pid)][key] = {"tensor": name}
             else:
                 skeleton[str(pid)][key] = {"value": value}
-    weights = path.with_suffix(".safetensors")
-    fd, tmp = tempfile.mkstemp(dir=weights.parent, prefix=f".{weights.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp)
-        os.replace(tmp, weights)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path.with_suffix(".safetensors"), lambda tmp: save_file(tensors, tmp))
     doc = {"optimizer": {"state": skeleton, "param_groups": opt["param_groups"]}, **info}
     atomic_write_text(path.with_suffix(".json"), json.dumps(doc, indent=1))
 

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from pixelcam.data.dataset import WSOLDataset, collate_samples
 from pixelcam.data.transforms import EvalTransform
 from pixelcam.errors import InputError
-from pixelcam.train.state import atomic_write_text
+from pixelcam.fileio import atomic_write_text
 
 CACHE_NAME = "teacher_cams"
 
