@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seeds", default="0")
+    p.add_argument("--resize", type=int, default=256)
+    p.add_argument("--crop", type=int, default=224)
+    p.add_argument("--eval-size", type=int, default=224)
     p.add_argument("--synthetic-n-per-class", type=int, default=150)
     p.add_argument("--synthetic-size", type=int, default=256)
     p.add_argument("--out", type=Path, required=True)
@@ -53,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             fold=args.fold if args.dataset in ("glas", "camelyon16") else None,
             folds_dir=args.folds_dir, backbone=args.backbone, weights=args.weights,
             batch_size=args.batch_size, lr=args.lr, seed=seed, device="auto",
+            resize=args.resize, crop=args.crop, eval_size=args.eval_size,
             synthetic_n_per_class=args.synthetic_n_per_class,
             synthetic_size=args.synthetic_size,
         )  # fmt: skip
