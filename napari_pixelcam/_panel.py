@@ -51,7 +51,7 @@ class PixelCAMPanel(Container):
     def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__(labels=True)
         self.viewer = viewer
-        self._models: dict[tuple[str, str], tuple[Any, dict]] = {}
+        self._models: dict[tuple[str, str, int], tuple[Any, dict]] = {}
         self._worker = None
         self.last_result: dict[str, Any] = {}
 
@@ -138,7 +138,11 @@ class PixelCAMPanel(Container):
         from pixelcam.train import resolve_device
 
         device = resolve_device(device)
-        key = (str(Path(path).resolve()), str(device))
+        path = Path(path)
+        weights = path.with_suffix(".safetensors")
+        stamp = weights.stat().st_mtime_ns if weights.exists() else 0
+        # the file's time is in the key: a retrained run in the same folder reloads
+        key = (str(path.resolve()), str(device), stamp)
         if key not in self._models:
             self._models[key] = load_checkpoint(path, device=device)
         return self._models[key]

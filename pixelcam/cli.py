@@ -36,6 +36,11 @@ def _add_data_args(p: argparse.ArgumentParser, split_default: str | None) -> Non
     if split_default is not None:
         g.add_argument("--split", default=split_default, help=f"split (default: {split_default})")
     g.add_argument(
+        "--folds-dir",
+        default=None,
+        help="folder holding fold-K/<split>/ files (GlaS, CAMELYON16; default DATA_ROOT/folds)",
+    )
+    g.add_argument(
         "--missing",
         choices=["error", "skip"],
         default="error",
@@ -199,6 +204,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="model input size (the map is resized back to the image)",
     )
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    p.add_argument(
+        "--tile",
+        type=_positive_int,
+        default=None,
+        help="predict tile by tile with this tile side (default: 512 for pyramidal "
+        "TIFF/SVS and images above 4096 px on a side, which always go tile by tile; "
+        "their maps are pyramidal TIFFs)",
+    )
+    p.add_argument("--overlap", type=int, default=64, help="tile overlap in pixels (default: 64)")
+    p.add_argument(
+        "--min-tissue",
+        type=_nonneg_float,
+        default=0.05,
+        help="tiles with a smaller tissue fraction are skipped (default: 0.05)",
+    )
+    p.add_argument("--level", type=int, default=0, help="pyramid level to read (default: 0)")
     p.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("synth", help="write a synthetic H&E dataset (generic folder format)")
@@ -220,6 +241,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         dataset=args.dataset,
         data_root=args.data_root,
         fold=args.fold,
+        folds_dir=args.folds_dir,
         missing=args.missing,
         phase=args.phase,
         backbone=args.backbone,
@@ -366,6 +388,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from pixelcam.data import read_image
     from pixelcam.data.transforms import EvalTransform
     from pixelcam.models import load_checkpoint
+    from pixelcam.slide.predict import needs_tiling, predict_slide
     from pixelcam.train import resolve_device
 
     device = resolve_device(args.device)
@@ -377,6 +400,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
     transform = EvalTransform(size=args.size)
     names = meta.get("class_names") or [str(i) for i in range(model.num_classes)]
     for path in files:
+        if args.tile is not None or args.level != 0 or needs_tiling(path):
+            summary = predict_slide(
+                model, path, out / f"{path.stem}.tif", methods, level=args.level,
+                tile=args.tile or 512, overlap=args.overlap, model_input=args.size,
+                min_tissue=args.min_tissue, device=device,
+            )  # fmt: skip
+            print(
+                f"{path}: {summary['tiles_processed']} of {summary['tiles_total']} tiles "
+                f"({summary['tiles_skipped']} background) in {summary['seconds']:.1f} s -> "
+                + ", ".join(Path(p).name for p in summary["outputs"].values())
+            )
+            continue
         image = read_image(path)
         x, _, _ = transform(image)
         res = compute_maps(model, x[None].to(device), methods=methods)

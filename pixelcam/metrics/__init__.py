@@ -1,9 +1,13 @@
-"""WSOL metrics computed the paper's way: PxAP, accuracy, pixel rates, separability J, t-test."""
+"""WSOL metrics computed the paper's way: PxAP, accuracy, pixel rates, separability J, t-test.
+
+Every function and accumulator takes numpy arrays or torch tensors (any device).
+"""
 
 from pixelcam.metrics.classification import ClassificationAccumulator, accuracy
 from pixelcam.metrics.pixel_rates import PixelRatesAccumulator, pixel_rates
 from pixelcam.metrics.pxap import (
     BIN_EDGES,
+    IGNORE,
     THRESHOLDS,
     PxAPAccumulator,
     normalize_map,
@@ -16,6 +20,7 @@ from pixelcam.metrics.stats import paired_ttest
 
 __all__ = [
     "BIN_EDGES",
+    "IGNORE",
     "THRESHOLDS",
     "ClassificationAccumulator",
     "PixelRatesAccumulator",

@@ -89,8 +89,7 @@ def _check_mask_values(masks: np.ndarray) -> None:
     if bad.any():
         values = np.unique(masks[bad])[:5].tolist()
         raise ValueError(
-            f"masks must hold 0 (background), 1 (foreground) or {IGNORE} (ignore), "
-            f"found {values}"
+            f"masks must hold 0 (background), 1 (foreground) or {IGNORE} (ignore), found {values}"
         )
 
 
@@ -101,20 +100,20 @@ def _check_scores(maps: np.ndarray) -> None:
     if maps.size and (maps.min() < 0 or maps.max() > 1):
         raise ValueError(
             f"maps must lie in [0, 1] when normalize=False, got values in "
-            f"[{maps.min():g}, {maps.max():g}]"
+            f"[{float(maps.min())!r}, {float(maps.max())!r}]"
         )
 
 
 def _batch(maps: Any, masks: Any) -> tuple[np.ndarray, np.ndarray]:
     """``(maps [B, H, W] float, masks [B, H, W])`` from a batch or a single ``[H, W]`` pair."""
     maps, masks = to_numpy(maps), to_numpy(masks)
-    if maps.ndim == 2 and masks.ndim == 2:
-        maps, masks = maps[None], masks[None]
-    if maps.shape != masks.shape or maps.ndim != 3:
+    if maps.shape != masks.shape or maps.ndim not in (2, 3):
         raise ValueError(
             f"maps and masks must both be [B, H, W] (or both [H, W]) of the same shape, got "
             f"maps {tuple(maps.shape)} and masks {tuple(masks.shape)}"
         )
+    if maps.ndim == 2:
+        maps, masks = maps[None], masks[None]
     _check_mask_values(masks)
     return _float(maps), masks
 

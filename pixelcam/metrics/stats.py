@@ -6,12 +6,20 @@ from typing import Any
 
 import numpy as np
 
+from pixelcam.metrics.pxap import to_numpy
+
 
 def paired_ttest(a: Any, b: Any) -> tuple[float, float, int]:
-    """``(t, p, n)`` of scipy's two-sided ``ttest_rel`` on pairs where both are finite."""
+    """``(t, p, n)`` of scipy's two-sided ``ttest_rel(a, b)`` over the ``n`` pairs where both
+    scores are finite (pairs with a NaN, e.g. a per-image PxAP of an image without
+    foreground, are dropped). ``t > 0`` when ``a`` is larger on average.
+
+    Raises ``ValueError`` for sequences of different lengths or fewer than 2 pairs left.
+    """
     from scipy.stats import ttest_rel
 
-    a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
+    a = to_numpy(a).astype(np.float64).ravel()
+    b = to_numpy(b).astype(np.float64).ravel()
     if a.shape != b.shape:
         raise ValueError(f"paired scores need equal lengths, got {a.size} and {b.size}")
     keep = np.isfinite(a) & np.isfinite(b)

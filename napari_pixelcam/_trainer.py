@@ -1,0 +1,1084 @@
+"""The PixelCAM trainer dock: trains in a child process, shows progress and curves.
+
+Training runs as ``python -m pixelcam.cli train --json ...`` in a :class:`QProcess`, so the
+viewer stays responsive, a crash of the child (or of CUDA) cannot take napari down, and
+all GPU memory goes back when the child exits. The dock reads the child's JSON-lines events
+(see :mod:`pixelcam.train.events`) into progress bars, a log and live matplotlib curves;
+Cancel sends SIGINT (the run stops between two atomic checkpoint writes, ``last`` stays
+loadable), then kills after a grace period; Resume relaunches with ``--resume``.
+
+Nothing heavy is imported at docking time: matplotlib on the first curve, torch never
+(only the child imports it). Every failure becomes a napari notification.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import shlex
+import signal
+import sys
+import time
+import weakref
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from qtpy.QtCore import QProcess, QProcessEnvironment, QTimer, Signal
+from qtpy.QtWidgets import (
+    QApplication,
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMenu,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QSpinBox,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from pixelcam.errors import InputError
+
+if TYPE_CHECKING:
+    import napari
+
+PLUGIN = "napari-pixelcam"
+PANEL_NAME = "PixelCAM"
+DATASETS = ("synthetic", "glas", "camelyon16", "folder")
+BACKBONES = (
+    "test_resnet",
+    "resnet18",
+    "resnet50",
+    "tf_efficientnet_lite0",
+    "deit_tiny_patch16_224",
+    "vgg16",
+)
+WEIGHTS = ("none", "imagenet", "file")
+HEADS = ("gap", "deepmil", "sat")
+PHASES = ("baseline", "pixelcam")
+TEACHER_METHODS = ("layercam", "cam", "gradcampp", "deepmil", "sat")
+TEACHER_CHECKPOINTS = ("best_loc", "best_cl", "last")
+SAMPLERS = ("pb", "th")
+PIXEL_HEADS = ("linear", "mlp")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+#: Seconds between Cancel's SIGINT and a hard kill of a child that did not stop.
+CANCEL_GRACE_S = 15.0
+
+#: Every setting of the form, with its default (the CLI's defaults; 0 = unset where noted).
+DEFAULTS: dict[str, Any] = {
+    "dataset": "synthetic",
+    "data_root": "",
+    "fold": 0,  # None = 'none'
+    "folds_dir": "",
+    "backbone": "resnet18",
+    "weights": "none",
+    "weights_file": "",
+    "head": "gap",
+    "phase": "baseline",
+    "teacher": "",
+    "teacher_method": "layercam",
+    "teacher_checkpoint": "best_loc",
+    "lam": 1.0,
+    "n": 5,
+    "sampler": "pb",
+    "annotations": "",
+    "pixel_head": "linear",
+    "positive_only": False,
+    "epochs": 10,
+    "batch_size": 32,
+    "lr": 1e-3,
+    "lr_step": 0,  # 0 = constant lr
+    "device": "auto",
+    "out": "",
+    "resize": 256,
+    "crop": 224,
+    "eval_size": 224,
+    "synthetic_n_per_class": 40,
+    "synthetic_size": 256,
+    "seed": 0,
+    "num_workers": 0,
+    "amp": True,
+}
+
+# live runs of every trainer dock of this process, by resolved output folder
+_ACTIVE: weakref.WeakValueDictionary[str, TrainerWidget] = weakref.WeakValueDictionary()
+
+
+def _notify(kind: str, message: str) -> None:
+    """A napari notification (``kind``: info, warning or error)."""
+    from napari.utils import notifications
+
+    {"info": notifications.show_info, "warning": notifications.show_warning}.get(
+        kind, notifications.show_error
+    )(message)
+
+
+def _guarded(method: Callable) -> Callable:
+    """Qt slots: an unexpected exception becomes an error notification, never escapes."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - nothing may escape into Qt
+            _notify("error", f"PixelCAM trainer: {type(exc).__name__}: {exc}")
+            return None
+
+    return wrapper
+
+
+# ---------------------------------------------------------------------- pure helpers
+def _cli_has_option(option: str) -> bool:
+    """Whether ``pixelcam train`` accepts ``option`` (cheap: argparse only, no torch)."""
+    from pixelcam.cli import build_parser
+
+    parser = build_parser()
+    for action in parser._subparsers._group_actions:  # noqa: SLF001 - argparse has no API
+        train = getattr(action, "choices", {}).get("train")
+        if train is not None:
+            return option in train._option_string_actions  # noqa: SLF001
+    return False
+
+
+def validate_settings(settings: Mapping[str, Any]) -> None:
+    """Fast checks before launching (the child validates everything again); raises
+    :class:`InputError` naming the field."""
+    s = {**DEFAULTS, **settings}
+    if s["dataset"] not in DATASETS:
+        raise InputError(f"format must be one of {DATASETS}, got {s['dataset']!r}")
+    if s["dataset"] != "synthetic" and not s["data_root"]:
+        raise InputError(f"dataset format {s['dataset']!r} needs a dataset folder")
+    if s["data_root"] and s["dataset"] != "synthetic" and not Path(s["data_root"]).is_dir():
+        raise InputError(f"dataset folder {s['data_root']} does not exist")
+    if s["phase"] == "pixelcam" and not s["teacher"]:
+        raise InputError("phase 'pixelcam' needs a teacher (a baseline run folder)")
+    if s["phase"] == "pixelcam" and not Path(s["teacher"]).exists():
+        raise InputError(f"teacher {s['teacher']} does not exist")
+    if s["weights"] == "file" and not s["weights_file"]:
+        raise InputError("weights 'file' needs a weights file (.safetensors or .pt)")
+    if s["weights"] == "file" and not Path(s["weights_file"]).is_file():
+        raise InputError(f"weights file {s['weights_file']} does not exist")
+    if s["annotations"] and not Path(s["annotations"]).exists():
+        raise InputError(f"annotations {s['annotations']} do not exist")
+    if not (isinstance(s["lr"], (int, float)) and s["lr"] > 0):
+        raise InputError(f"learning rate must be a number > 0, got {s['lr']!r}")
+    if int(s["crop"]) > int(s["resize"]):
+        raise InputError(f"crop ({s['crop']}) must not exceed resize ({s['resize']})")
+    if (
+        s["folds_dir"]
+        and s["dataset"] in ("glas", "camelyon16")
+        and not _cli_has_option("--folds-dir")
+    ):
+        raise InputError(
+            "this pixelcam version's 'train' has no --folds-dir option: leave 'folds dir' "
+            "empty (the dataset's own folds/ folder is used)"
+        )
+
+
+def build_train_command(settings: Mapping[str, Any], resume: bool = False) -> list[str]:
+    """The child's argv: ``[python, -m, pixelcam.cli, train, --json, ...]``.
+
+    A resume passes only the folder and the (possibly extended) number of epochs: the run's
+    own ``config.json`` holds everything else.
+    """
+    s = {**DEFAULTS, **settings}
+    out = str(Path(s["out"]).expanduser().resolve())
+    cmd = [sys.executable, "-m", "pixelcam.cli", "train", "--json", "--out", out]
+    if resume:
+        return cmd + ["--resume", "--epochs", str(int(s["epochs"]))]
+
+    def path(key: str) -> str:
+        return str(Path(s[key]).expanduser().resolve())
+
+    cmd += ["--dataset", s["dataset"]]
+    if s["data_root"]:
+        cmd += ["--data-root", path("data_root")]
+    if s["dataset"] in ("glas", "camelyon16"):
+        cmd += ["--fold", "none" if s["fold"] is None else str(int(s["fold"]))]
+        if s["folds_dir"]:
+            cmd += ["--folds-dir", path("folds_dir")]
+    cmd += ["--phase", s["phase"], "--backbone", str(s["backbone"]).strip(), "--head", s["head"]]
+    if s["weights"] == "imagenet":
+        cmd += ["--weights", "imagenet"]
+    elif s["weights"] == "file":
+        cmd += ["--weights", path("weights_file")]
+    if s["phase"] == "pixelcam":
+        cmd += [
+            "--teacher", path("teacher"), "--teacher-method", s["teacher_method"],
+            "--teacher-checkpoint", s["teacher_checkpoint"], "--lam", repr(float(s["lam"])),
+            "--n", str(int(s["n"])), "--sampler", s["sampler"], "--pixel-head", s["pixel_head"],
+        ]  # fmt: skip
+        if s["annotations"]:
+            cmd += ["--annotations", path("annotations")]
+        if s["positive_only"]:
+            cmd.append("--positive-only")
+    cmd += [
+        "--epochs", str(int(s["epochs"])), "--batch-size", str(int(s["batch_size"])),
+        "--lr", repr(float(s["lr"])), "--device", s["device"], "--resize", str(int(s["resize"])),
+        "--crop", str(int(s["crop"])), "--eval-size", str(int(s["eval_size"])),
+        "--seed", str(int(s["seed"])), "--num-workers", str(int(s["num_workers"])),
+    ]  # fmt: skip
+    if int(s["lr_step"]) > 0:
+        cmd += ["--lr-step", str(int(s["lr_step"]))]
+    if s["dataset"] == "synthetic":
+        cmd += [
+            "--synthetic-n-per-class", str(int(s["synthetic_n_per_class"])),
+            "--synthetic-size", str(int(s["synthetic_size"])),
+        ]  # fmt: skip
+    if not s["amp"]:
+        cmd.append("--no-amp")
+    return cmd
+
+
+def lock_holder(out: str | Path) -> int | None:
+    """The pid in ``out/.lock`` when that process is alive, else None (no or stale lock)."""
+    lock = Path(out) / ".lock"
+    try:
+        pid = int(lock.read_text().strip() or 0)
+    except (OSError, ValueError):
+        return None
+    return pid if pid > 0 and _pid_alive(pid) else None
+
+
+def _pid_alive(pid: int) -> bool:
+    if os.name == "nt":  # os.kill(pid, 0) would send CTRL_C on Windows
+        import ctypes
+
+        handle = ctypes.windll.kernel32.OpenProcess(0x1000, False, pid)  # QUERY_LIMITED_INFO
+        if not handle:
+            return False
+        code = ctypes.c_ulong()
+        ctypes.windll.kernel32.GetExitCodeProcess(handle, ctypes.byref(code))
+        ctypes.windll.kernel32.CloseHandle(handle)
+        return code.value == 259  # STILL_ACTIVE
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# ---------------------------------------------------------------------- small widgets
+class PathEdit(QWidget):
+    """A path line edit with a browse button (``mode``: dir, file, or any = menu of both).
+    ``picked`` fires when the user commits a new path (Enter, focus out, the browse dialog)."""
+
+    picked = Signal(str)
+
+    def __init__(self, mode: str = "dir", filter: str = "", placeholder: str = "") -> None:
+        super().__init__()
+        self.mode, self.filter = mode, filter
+        self.line = QLineEdit()
+        self.line.setPlaceholderText(placeholder)
+        self.line.setClearButtonEnabled(True)
+        self.button = QToolButton()
+        self.button.setText("…")
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(2)
+        layout.addWidget(self.line, 1)
+        layout.addWidget(self.button)
+        if mode == "any":
+            menu = QMenu(self.button)
+            menu.addAction("File…", lambda: self._browse("file"))
+            menu.addAction("Folder…", lambda: self._browse("dir"))
+            self.button.setMenu(menu)
+            self.button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        else:
+            self.button.clicked.connect(lambda: self._browse(mode))
+        self._committed = ""
+        self.line.editingFinished.connect(self._commit)
+
+    @property
+    def value(self) -> str:
+        return self.line.text().strip()
+
+    @value.setter
+    def value(self, text: str | os.PathLike | None) -> None:
+        self.line.setText("" if text is None else str(text))
+
+    def _browse(self, mode: str) -> None:
+        start = self.value or str(Path.home())
+        if mode == "dir":
+            chosen = QFileDialog.getExistingDirectory(self, "Choose a folder", start)
+        else:
+            chosen, _ = QFileDialog.getOpenFileName(self, "Choose a file", start, self.filter)
+        if chosen:
+            self.value = chosen
+            self._commit()
+
+    def _commit(self) -> None:
+        if self.value != self._committed:  # a focus change alone is no new choice
+            self._committed = self.value
+            self.picked.emit(self.value)
+
+
+def _combo(choices: tuple[str, ...], editable: bool = False) -> QComboBox:
+    box = QComboBox()
+    box.addItems(list(choices))
+    box.setEditable(editable)
+    return box
+
+
+def _spin(value: int, lo: int, hi: int) -> QSpinBox:
+    box = QSpinBox()
+    box.setRange(lo, hi)
+    box.setValue(value)
+    return box
+
+
+def _set_row_visible(form: QFormLayout, field: QWidget, visible: bool) -> None:
+    label = form.labelForField(field)
+    field.setVisible(visible)
+    if label is not None:
+        label.setVisible(visible)
+
+
+# ---------------------------------------------------------------------- the dock
+class TrainerWidget(QWidget):
+    """Dock for training baseline and PixelCAM models (``pixelcam train`` in a child)."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.process: QProcess | None = None
+        self.run_out: Path | None = None
+        self.events: list[dict[str, Any]] = []  # this run's events, steps excluded
+        self.last_step: dict[str, Any] | None = None
+        self.history: dict[int, dict[str, Any]] = {}  # epoch -> metrics (curves)
+        self.exit_code: int | None = None
+        self.figure = None
+        self.canvas = None
+        self._stdout_buf = ""
+        self._stderr_buf = ""
+        self._cancelled = False
+        self.done_event: dict[str, Any] | None = None  # the run's 'done' event
+        self._last_error: str | None = None
+        self._last_stderr: str | None = None
+        self._grace_s = CANCEL_GRACE_S
+        self._kill_timer = QTimer(self)
+        self._kill_timer.setSingleShot(True)
+        self._kill_timer.timeout.connect(self._kill_now)
+        self._build_ui()
+        self.set_settings(**DEFAULTS)
+        self._update_visibility()
+        self._update_buttons()
+        app = QApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(self._shutdown)
+
+    # ------------------------------------------------------------------ layout
+    def _build_ui(self) -> None:
+        f: dict[str, QWidget] = {}
+        f["dataset"] = _combo(DATASETS)
+        f["data_root"] = PathEdit("dir", placeholder="synthetic: generated in the run folder")
+        f["fold"] = _spin(0, -1, 99)
+        f["fold"].setSpecialValueText("none")
+        f["folds_dir"] = PathEdit("dir", placeholder="default: <dataset>/folds")
+        f["backbone"] = _combo(BACKBONES, editable=True)
+        f["weights"] = _combo(WEIGHTS)
+        f["weights_file"] = PathEdit("file", filter="Weights (*.safetensors *.pt *.pth)")
+        f["head"] = _combo(HEADS)
+        f["phase"] = _combo(PHASES)
+        f["teacher"] = PathEdit("dir", placeholder="baseline run folder")
+        f["teacher_method"] = _combo(TEACHER_METHODS)
+        f["teacher_checkpoint"] = _combo(TEACHER_CHECKPOINTS)
+        f["lam"] = QDoubleSpinBox()
+        f["lam"].setRange(0.0, 1000.0)
+        f["lam"].setDecimals(3)
+        f["lam"].setSingleStep(0.1)
+        f["n"] = _spin(5, 1, 10000)
+        f["sampler"] = _combo(SAMPLERS)
+        f["annotations"] = PathEdit(
+            "any", filter="Point annotations (*.points.csv *.points.json *.csv *.json)",
+            placeholder="optional: .points.csv/.json or a folder",
+        )  # fmt: skip
+        f["pixel_head"] = _combo(PIXEL_HEADS)
+        f["positive_only"] = QCheckBox("pixel loss on positive images only")
+        f["epochs"] = _spin(10, 1, 100000)
+        f["batch_size"] = _spin(32, 1, 4096)
+        f["lr"] = QLineEdit()
+        f["lr_step"] = _spin(0, 0, 100000)
+        f["lr_step"].setSpecialValueText("constant")
+        f["device"] = _combo(DEVICES)
+        f["out"] = PathEdit("dir", placeholder="default: ~/pixelcam-runs/<phase>-<time>")
+        f["resize"] = _spin(256, 8, 8192)
+        f["crop"] = _spin(224, 8, 8192)
+        f["eval_size"] = _spin(224, 8, 8192)
+        f["synthetic_n_per_class"] = _spin(40, 1, 100000)
+        f["synthetic_size"] = _spin(256, 16, 8192)
+        f["seed"] = _spin(0, 0, 2**31 - 1)
+        f["num_workers"] = _spin(0, 0, 64)
+        f["amp"] = QCheckBox("mixed precision on CUDA")
+        self.fields = f
+
+        def group(title: str, rows: list[tuple[str, str]]) -> tuple[QGroupBox, QFormLayout]:
+            box = QGroupBox(title)
+            form = QFormLayout(box)
+            form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+            for label, key in rows:
+                form.addRow(label, f[key])
+            return box, form
+
+        data_box, self._data_form = group(
+            "Data",
+            [("dataset folder", "data_root"), ("format", "dataset"), ("fold", "fold"),
+             ("folds dir", "folds_dir")],
+        )  # fmt: skip
+        model_box, self._model_form = group(
+            "Model",
+            [("backbone", "backbone"), ("weights", "weights"), ("weights file", "weights_file"),
+             ("head", "head"), ("phase", "phase")],
+        )  # fmt: skip
+        self.pixelcam_box, _ = group(
+            "PixelCAM (phase 2)",
+            [("teacher run", "teacher"), ("teacher method", "teacher_method"),
+             ("lambda", "lam"), ("n (seeds)", "n"), ("sampler", "sampler"),
+             ("annotations", "annotations")],
+        )  # fmt: skip
+        train_box, _ = group(
+            "Training",
+            [("epochs", "epochs"), ("batch size", "batch_size"), ("learning rate", "lr"),
+             ("device", "device"), ("output folder", "out")],
+        )  # fmt: skip
+        self.advanced_box, self._advanced_form = group(
+            "Advanced",
+            [("resize", "resize"), ("crop", "crop"), ("eval size", "eval_size"),
+             ("synthetic n/class", "synthetic_n_per_class"),
+             ("synthetic size", "synthetic_size"), ("seed", "seed"), ("lr step", "lr_step"),
+             ("teacher ckpt", "teacher_checkpoint"), ("pixel head", "pixel_head"),
+             ("", "positive_only"), ("workers", "num_workers"), ("", "amp")],
+        )  # fmt: skip
+        self.show_advanced = QCheckBox("advanced options")
+
+        self.start_button = QPushButton("Start")
+        self.cancel_button = QPushButton("Cancel")
+        self.resume_button = QPushButton("Resume")
+        self.load_loc_button = QPushButton("Load B-LOC into panel")
+        self.load_cl_button = QPushButton("Load B-CL into panel")
+        self.start_button.setToolTip("train with these settings in a new output folder")
+        self.cancel_button.setToolTip("stop the run; its last checkpoint stays usable")
+        self.resume_button.setToolTip("continue the run in the output folder (up to 'epochs')")
+        self.epoch_bar = QProgressBar()
+        self.epoch_bar.setFormat("epoch %v / %m")
+        self.step_bar = QProgressBar()
+        self.step_bar.setFormat("step %v / %m")
+        self.status = QLabel("idle")
+        self.status.setWordWrap(True)
+        self.log_box = QPlainTextEdit()
+        self.log_box.setReadOnly(True)
+        self.log_box.setMaximumBlockCount(5000)
+        self.log_box.setMinimumHeight(110)
+        self.curves_box = QWidget()
+        self._curves_layout = QVBoxLayout(self.curves_box)
+        self._curves_layout.setContentsMargins(0, 0, 0, 0)
+
+        inner = QWidget()
+        lay = QVBoxLayout(inner)
+        for w in (data_box, model_box, self.pixelcam_box, train_box, self.show_advanced):
+            lay.addWidget(w)
+        lay.addWidget(self.advanced_box)
+        row1, row2 = QHBoxLayout(), QHBoxLayout()
+        for b in (self.start_button, self.cancel_button, self.resume_button):
+            row1.addWidget(b)
+        for b in (self.load_loc_button, self.load_cl_button):
+            row2.addWidget(b)
+        lay.addLayout(row1)
+        lay.addLayout(row2)
+        for w in (self.epoch_bar, self.step_bar, self.status, self.curves_box, self.log_box):
+            lay.addWidget(w)
+        lay.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(inner)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
+        self.setMinimumWidth(340)
+
+        f["dataset"].currentIndexChanged.connect(lambda _=None: self._update_visibility())
+        f["weights"].currentIndexChanged.connect(lambda _=None: self._update_visibility())
+        f["phase"].currentIndexChanged.connect(lambda _=None: self._update_visibility())
+        self.show_advanced.toggled.connect(lambda _=None: self._update_visibility())
+        f["out"].line.textChanged.connect(lambda _=None: self._update_buttons())
+        f["out"].picked.connect(lambda _=None: self.load_run_settings())
+        self.start_button.clicked.connect(lambda: self.start())
+        self.cancel_button.clicked.connect(lambda: self.cancel())
+        self.resume_button.clicked.connect(lambda: self.resume())
+        self.load_loc_button.clicked.connect(lambda: self.load_into_panel("best_loc"))
+        self.load_cl_button.clicked.connect(lambda: self.load_into_panel("best_cl"))
+
+    def _update_visibility(self) -> None:
+        f = self.fields
+        dataset = f["dataset"].currentText()
+        official = dataset in ("glas", "camelyon16")
+        _set_row_visible(self._data_form, f["fold"], official)
+        _set_row_visible(self._data_form, f["folds_dir"], official)
+        _set_row_visible(self._model_form, f["weights_file"], f["weights"].currentText() == "file")
+        self.pixelcam_box.setVisible(f["phase"].currentText() == "pixelcam")
+        self.advanced_box.setVisible(self.show_advanced.isChecked())
+        synthetic = dataset == "synthetic"
+        _set_row_visible(self._advanced_form, f["synthetic_n_per_class"], synthetic)
+        _set_row_visible(self._advanced_form, f["synthetic_size"], synthetic)
+
+    # ------------------------------------------------------------------ settings
+    def settings(self) -> dict[str, Any]:
+        """The form's values, typed (``fold`` None = 'none'; raises InputError on a bad lr)."""
+        out: dict[str, Any] = {}
+        for key, w in self.fields.items():
+            if isinstance(w, PathEdit):
+                out[key] = w.value
+            elif isinstance(w, QComboBox):
+                out[key] = w.currentText().strip()
+            elif isinstance(w, QSpinBox):
+                out[key] = w.value()
+            elif isinstance(w, QDoubleSpinBox):
+                out[key] = float(w.value())
+            elif isinstance(w, QCheckBox):
+                out[key] = w.isChecked()
+            elif isinstance(w, QLineEdit):
+                out[key] = w.text().strip()
+        if out["fold"] < 0:
+            out["fold"] = None
+        try:
+            out["lr"] = float(out["lr"])
+        except ValueError:
+            raise InputError(f"learning rate must be a number, got {out['lr']!r}") from None
+        return out
+
+    def set_settings(self, **values: Any) -> None:
+        """Fill form fields by setting name (see :data:`DEFAULTS`)."""
+        unknown = sorted(set(values) - set(self.fields))
+        if unknown:
+            raise TypeError(f"unknown trainer settings: {', '.join(unknown)}")
+        for key, value in values.items():
+            w = self.fields[key]
+            if isinstance(w, PathEdit):
+                w.value = value
+            elif isinstance(w, QComboBox):
+                index = w.findText(str(value))
+                if index >= 0:
+                    w.setCurrentIndex(index)
+                elif w.isEditable():
+                    w.setEditText(str(value))
+                else:
+                    raise ValueError(
+                        f"{key} must be one of {[w.itemText(i) for i in range(w.count())]}"
+                    )  # noqa: E501
+            elif isinstance(w, QSpinBox):
+                w.setValue(-1 if value is None else int(value))
+            elif isinstance(w, QDoubleSpinBox):
+                w.setValue(float(value))
+            elif isinstance(w, QCheckBox):
+                w.setChecked(bool(value))
+            elif isinstance(w, QLineEdit):
+                w.setText(f"{value:g}" if isinstance(value, float) else str(value))
+
+    @_guarded
+    def load_run_settings(self, out: str | Path | None = None) -> bool:
+        """Fill the form from the ``config.json`` of an existing run folder (default: the
+        output folder), so that Resume and a new run start from what that run used."""
+        if self.process is not None:
+            return False
+        folder = Path(out).expanduser() if out is not None else self.output_folder()
+        config = _read_json(folder / "config.json") if folder is not None else {}
+        if not config:
+            return False
+        values = {k: v for k, v in config.items() if k in self.fields and k != "out"}
+        for key in ("data_root", "folds_dir", "teacher", "annotations"):
+            values[key] = values.get(key) or ""
+        values["lr_step"] = values.get("lr_step") or 0
+        weights = config.get("weights")
+        values["weights"] = (
+            "none" if not weights else "imagenet" if weights == "imagenet" else "file"
+        )
+        values["weights_file"] = weights if values["weights"] == "file" else ""
+        for key, value in values.items():
+            with contextlib.suppress(ValueError, TypeError):  # unknown to the form: kept
+                self.set_settings(**{key: value})
+        self._update_visibility()
+        self._log(f"settings of the run in {folder} loaded into the form")
+        return True
+
+    def output_folder(self) -> Path | None:
+        text = self.fields["out"].value
+        return Path(text).expanduser().resolve() if text else None
+
+    # ------------------------------------------------------------------ runs
+    @property
+    def running(self) -> bool:
+        return self.process is not None
+
+    @_guarded
+    def start(self, **overrides: Any) -> bool:
+        """Start a new run with the form's settings (``overrides`` fill fields first).
+        Returns whether a child was launched; refusals are notifications."""
+        if overrides:
+            self.set_settings(**overrides)
+        try:
+            s = self.settings()
+            validate_settings(s)
+            if not s["out"]:
+                stamp = time.strftime("%Y%m%d-%H%M%S")
+                s["out"] = str(Path.home() / "pixelcam-runs" / f"{s['phase']}-{stamp}")
+                self.set_settings(out=s["out"])
+            out = Path(s["out"]).expanduser().resolve()
+            self._check_free(out)
+            if (out / "resume" / "resume.json").exists():
+                raise InputError(
+                    f"{out} already holds a run: press Resume to continue it, or choose "
+                    "another output folder"
+                )
+            cmd = build_train_command(s)
+        except InputError as exc:
+            _notify("error", f"PixelCAM trainer: {exc}")
+            return False
+        self.history.clear()
+        self._launch(cmd, out)
+        self._redraw()
+        return True
+
+    @_guarded
+    def resume(self, **overrides: Any) -> bool:
+        """Continue the run in the output folder (``--resume``), up to 'epochs' epochs."""
+        if overrides:
+            self.set_settings(**overrides)
+        try:
+            s = self.settings()
+            out = self.output_folder()
+            if out is None:
+                raise InputError("choose the output folder of the run to resume")
+            if not (out / "config.json").is_file():
+                raise InputError(f"nothing to resume in {out} (no config.json)")
+            self._check_free(out)
+            cmd = build_train_command({**s, "out": str(out)}, resume=True)
+        except InputError as exc:
+            _notify("error", f"PixelCAM trainer: {exc}")
+            return False
+        seen = self.history if self.run_out == out else {}  # events of the first part
+        self.history = {**seen, **{int(m["epoch"]): m for m in _read_history(out)}}
+        self._launch(cmd, out)
+        if self.history:  # where the first part stopped, until the child reports
+            self.epoch_bar.setRange(0, max(int(s["epochs"]), max(self.history)))
+            self.epoch_bar.setValue(max(self.history))
+        self._redraw()
+        return True
+
+    def _check_free(self, out: Path) -> None:
+        if self.process is not None:
+            raise InputError(
+                f"a training is already running from this dock (in {self.run_out}); "
+                "cancel it or wait for it to finish"
+            )
+        other = _ACTIVE.get(str(out))
+        if other is not None and other.running:
+            raise InputError(f"{out} is in use by a training started from another trainer dock")
+        pid = lock_holder(out)
+        if pid is not None:
+            raise InputError(
+                f"{out} is in use by a running training (pid {pid}); wait for it, cancel it, "
+                "or choose another output folder"
+            )
+
+    def _launch(self, cmd: list[str], out: Path) -> None:
+        self.events, self.last_step, self.exit_code = [], None, None
+        self._stdout_buf = self._stderr_buf = ""
+        self._cancelled, self.done_event, self._last_error = False, None, None
+        self._last_stderr = None
+        self.epoch_bar.setRange(0, 1)
+        self.epoch_bar.setValue(0)
+        self.step_bar.setRange(0, 1)
+        self.step_bar.setValue(0)
+        proc = QProcess(self)
+        env = QProcessEnvironment.systemEnvironment()
+        env.insert("PYTHONUNBUFFERED", "1")
+        proc.setProcessEnvironment(env)
+        proc.setProgram(cmd[0])
+        proc.setArguments(cmd[1:])
+        proc.readyReadStandardOutput.connect(self._read_stdout)
+        proc.readyReadStandardError.connect(self._read_stderr)
+        proc.finished.connect(self._on_finished)
+        proc.errorOccurred.connect(self._on_process_error)
+        self.process, self.run_out = proc, out
+        _ACTIVE[str(out)] = self
+        self._log(f"$ {shlex.join(cmd)}")
+        self.status.setText(f"starting in {out} …")
+        proc.start()
+        self._update_buttons()
+
+    @_guarded
+    def cancel(self, grace_s: float = CANCEL_GRACE_S) -> bool:
+        """Stop the run: SIGINT (the child finishes its current write and exits), then a
+        hard kill after ``grace_s`` seconds."""
+        proc = self.process
+        if proc is None:
+            _notify("info", "PixelCAM trainer: no training is running")
+            return False
+        self._cancelled = True
+        self.status.setText("cancelling …")
+        self._log("cancelling (SIGINT); the last checkpoint is kept")
+        pid = int(proc.processId())
+        if os.name == "posix" and pid > 0:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGINT)
+        else:
+            proc.terminate()
+        self._grace_s = grace_s
+        self._kill_timer.start(int(grace_s * 1000))
+        return True
+
+    def _kill_now(self) -> None:
+        if self.process is not None:
+            self._log(f"the child did not stop within {self._grace_s:g} s: killed")
+            self.process.kill()
+
+    def wait(self, timeout: float = 600.0) -> bool:
+        """Block (processing Qt events) until the run ends; for scripts. True if it ended."""
+        t0 = time.monotonic()
+        while self.process is not None and time.monotonic() - t0 < timeout:
+            QApplication.processEvents()
+            time.sleep(0.01)
+        return self.process is None
+
+    def _shutdown(self) -> None:
+        """napari quits: stop the child gracefully, kill it if it lingers."""
+        proc = self.process
+        if proc is None:
+            return
+        self._cancelled = True
+        with contextlib.suppress(Exception):
+            if os.name == "posix":
+                os.kill(int(proc.processId()), signal.SIGINT)
+            else:
+                proc.terminate()
+            if not proc.waitForFinished(5000):
+                proc.kill()
+                proc.waitForFinished(2000)
+
+    # ------------------------------------------------------------------ child output
+    @_guarded
+    def _read_stdout(self) -> None:
+        if self.process is None:
+            return
+        self._stdout_buf += bytes(self.process.readAllStandardOutput()).decode("utf-8", "replace")
+        *lines, self._stdout_buf = self._stdout_buf.split("\n")
+        for line in lines:
+            self._handle_line(line)
+
+    @_guarded
+    def _read_stderr(self) -> None:
+        if self.process is None:
+            return
+        self._stderr_buf += bytes(self.process.readAllStandardError()).decode("utf-8", "replace")
+        *lines, self._stderr_buf = self._stderr_buf.split("\n")
+        for line in lines:
+            self._stderr_line(line)
+
+    def _stderr_line(self, line: str) -> None:
+        line = line.rstrip()
+        if line:
+            self._log(line)
+            self._last_stderr = line
+
+    def _handle_line(self, line: str) -> None:
+        line = line.strip()
+        if not line:
+            return
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            self._log(line)
+            return
+        if isinstance(event, dict) and "event" in event:
+            self.handle_event(event)
+        else:
+            self._log(line)
+
+    def handle_event(self, ev: dict[str, Any]) -> None:
+        """Show one training event (see :mod:`pixelcam.train.events`)."""
+        kind = ev.get("event")
+        if kind == "step":
+            self.last_step = ev
+            steps = max(int(ev.get("steps") or 1), 1)
+            self.step_bar.setRange(0, steps)
+            self.step_bar.setValue(min(int(ev.get("step") or 0), steps))
+            loss = ev.get("loss")
+            epochs = self.epoch_bar.maximum()
+            self.status.setText(
+                f"epoch {ev.get('epoch')}/{epochs} · step {ev.get('step')}/{steps}"
+                + (f" · loss {loss:.4f}" if isinstance(loss, (int, float)) else "")
+            )
+            return
+        self.events.append(ev)
+        if kind == "start":
+            self.epoch_bar.setRange(0, max(int(ev.get("epochs") or 1), 1))
+            self.step_bar.setRange(0, max(int(ev.get("steps") or 1), 1))
+            self.step_bar.setValue(0)
+            self._log(ev.get("message") or "started")
+            self.status.setText("evaluating before training …")
+        elif kind == "epoch":
+            epoch, epochs = int(ev.get("epoch", 0)), max(int(ev.get("epochs") or 1), 1)
+            self.epoch_bar.setRange(0, epochs)
+            self.epoch_bar.setValue(min(epoch, epochs))
+            metrics = dict(ev.get("metrics") or {})
+            metrics["epoch"] = epoch
+            self.history[epoch] = metrics
+            self._log(f"epoch {epoch}/{epochs}: {_summary(metrics)}")
+            self.status.setText(f"epoch {epoch}/{epochs} done: {_summary(metrics)}")
+            self._redraw()
+        elif kind == "checkpoint":
+            self._log(f"saved {ev.get('name')} (epoch {ev.get('epoch')})")
+        elif kind == "done":
+            self.done_event = ev
+            self.epoch_bar.setValue(self.epoch_bar.maximum())
+            self._log(ev.get("message") or "done")
+        elif kind == "error":
+            self._last_error = ev.get("message") or ev.get("kind") or "error"
+            self._log(f"error: {self._last_error}")
+        elif kind == "log":
+            self._log(ev.get("message") or "")
+
+    @_guarded
+    def _on_process_error(self, error: QProcess.ProcessError) -> None:
+        if error == QProcess.ProcessError.FailedToStart and self.process is not None:
+            msg = self.process.errorString()
+            self._finish_run()
+            self.status.setText("could not start")
+            _notify("error", f"PixelCAM trainer: could not start the training: {msg}")
+
+    @_guarded
+    def _on_finished(self, exit_code: int, exit_status: QProcess.ExitStatus) -> None:
+        if self.process is None:
+            return
+        self._read_stdout()
+        self._read_stderr()
+        if self._stdout_buf:
+            self._handle_line(self._stdout_buf)
+        if self._stderr_buf:
+            self._stderr_line(self._stderr_buf)
+        self._stdout_buf = self._stderr_buf = ""
+        crashed = exit_status == QProcess.ExitStatus.CrashExit
+        self.exit_code = None if crashed else int(exit_code)
+        out = self.run_out
+        self._finish_run()
+        if self.done_event is not None:
+            self.status.setText(f"finished: {out}")
+            _notify(
+                "info",
+                f"PixelCAM trainer: training finished in {out}; "
+                "'Load B-LOC into panel' uses its best localization model",
+            )
+        elif self._cancelled:
+            done = max((e for e in self.history if e > 0), default=0)
+            self.status.setText(f"cancelled after epoch {done}")
+            self._log(f"cancelled after epoch {done}: Resume continues the run")
+            _notify(
+                "info",
+                f"PixelCAM trainer: cancelled after epoch {done}; checkpoints stay in {out} "
+                "(Resume continues)",
+            )
+        else:
+            why = self._last_error or self._last_stderr
+            why = why or ("the child crashed" if crashed else f"exit code {exit_code}")
+            self.status.setText(f"failed: {why}")
+            _notify("error", f"PixelCAM trainer: training failed: {why}")
+
+    def _finish_run(self) -> None:
+        self._kill_timer.stop()
+        proc, self.process = self.process, None
+        if self.run_out is not None and _ACTIVE.get(str(self.run_out)) is self:
+            del _ACTIVE[str(self.run_out)]
+        if proc is not None:
+            proc.deleteLater()
+        self._update_buttons()
+
+    def _update_buttons(self) -> None:
+        running = self.process is not None
+        self.start_button.setEnabled(not running)
+        self.resume_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+        out = self.output_folder()
+        for name, button in (("best_loc", self.load_loc_button), ("best_cl", self.load_cl_button)):
+            button.setEnabled(out is not None and (out / f"{name}.json").is_file())
+
+    def _log(self, text: str) -> None:
+        self.log_box.appendPlainText(text)
+
+    # ------------------------------------------------------------------ curves
+    def _ensure_canvas(self) -> None:
+        if self.canvas is not None:
+            return
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        bg, fg = _theme_colors(self.viewer)
+        self.figure = Figure(figsize=(3.6, 3.8), dpi=100, facecolor=bg, layout="constrained")
+        self._fg, self._bg = fg, bg
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(330)
+        self._curves_layout.addWidget(self.canvas)
+
+    def _redraw(self) -> None:
+        if not self.history:
+            if self.figure is not None:  # a new run: no stale curves
+                self.figure.clear()
+                self.canvas.draw_idle()
+            return
+        self._ensure_canvas()
+        from matplotlib.ticker import MaxNLocator
+
+        fig, fg, bg = self.figure, self._fg, self._bg
+        fig.clear()
+        ax_loss, ax_val = fig.subplots(2, 1, sharex=True)
+        epochs = sorted(self.history)
+
+        def series(key: str) -> tuple[list[int], list[float]]:
+            pts = [(e, self.history[e].get(key)) for e in epochs]
+            pts = [(e, float(v)) for e, v in pts if isinstance(v, (int, float))]
+            return [e for e, _ in pts], [v for _, v in pts]
+
+        ax_loss.plot(*series("train_loss"), "o-", color="#f5a623", ms=3, label="train loss")
+        ax_val.plot(*series("valpx_pxap"), "o-", color="#4fc3f7", ms=3, label="valpx PxAP")
+        ax_val.plot(*series("valcl_acc"), "s--", color="#9ccc65", ms=3, label="valcl accuracy")
+        ax_loss.set_ylabel("train loss")
+        ax_val.set_ylabel("validation %")
+        ax_val.set_xlabel("epoch")
+        ax_val.xaxis.set_major_locator(MaxNLocator(integer=True))
+        legend = ax_val.legend(
+            loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=7, frameon=False
+        )
+        for text in legend.get_texts():
+            text.set_color(fg)
+        for ax in (ax_loss, ax_val):
+            ax.set_facecolor(bg)
+            ax.tick_params(colors=fg, labelsize=7)
+            ax.yaxis.label.set_color(fg)
+            ax.xaxis.label.set_color(fg)
+            ax.yaxis.label.set_fontsize(8)
+            ax.xaxis.label.set_fontsize(8)
+            ax.grid(True, alpha=0.2, color=fg)
+            for spine in ax.spines.values():
+                spine.set_color(fg)
+                spine.set_alpha(0.5)
+        self.canvas.draw_idle()
+
+    def curve_points(self) -> dict[str, list[tuple[float, float]]]:
+        """The plotted points, by curve label (for checks and scripts)."""
+        if self.figure is None:
+            return {}
+        out: dict[str, list[tuple[float, float]]] = {}
+        for ax in self.figure.axes:
+            for line in ax.lines:
+                out[line.get_label()] = list(
+                    zip(map(float, line.get_xdata()), map(float, line.get_ydata()))
+                )
+        return out
+
+    # ------------------------------------------------------------------ results
+    @_guarded
+    def load_into_panel(self, which: str = "best_loc") -> Path | None:
+        """Put the run's ``which`` checkpoint into the PixelCAM panel (docking it if needed).
+
+        A PixelCAM run fills the panel's 'PixelCAM model' (and, when its teacher checkpoint
+        exists, 'baseline model' with it); a baseline run fills 'baseline model', whose maps
+        the panel computes beside the PixelCAM model's.
+        """
+        out = self.output_folder()
+        path = out / f"{which}.json" if out is not None else None
+        if path is None or not path.is_file():
+            _notify("error", f"PixelCAM trainer: no {which} checkpoint in {out or '(no folder)'}")
+            return None
+        config = _read_json(out / "config.json")
+        panel = self._find_panel()
+        label = {"best_loc": "B-LOC", "best_cl": "B-CL"}.get(which, which)
+        if config.get("phase") == "pixelcam":
+            panel.checkpoint.value = str(path)
+            teacher = _teacher_checkpoint(config)
+            if teacher is not None:
+                panel.baseline.value = str(teacher)
+            _notify("info", f"PixelCAM trainer: {label} model {path} loaded into the panel")
+        else:
+            panel.baseline.value = str(path)
+            _notify(
+                "info",
+                f"PixelCAM trainer: baseline {label} model {path} loaded into the panel "
+                "('baseline model')",
+            )
+        return path
+
+    def _find_panel(self):
+        from napari_pixelcam._panel import PixelCAMPanel
+
+        window = self.viewer.window
+        for widget in getattr(window, "dock_widgets", {}).values():
+            if isinstance(widget, PixelCAMPanel):
+                return widget
+        _, widget = window.add_plugin_dock_widget(PLUGIN, PANEL_NAME)
+        return widget
+
+
+# ---------------------------------------------------------------------- helpers
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _read_history(out: Path) -> list[dict[str, Any]]:
+    try:
+        data = json.loads((out / "history.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return (
+        [m for m in data if isinstance(m, dict) and "epoch" in m] if isinstance(data, list) else []
+    )
+
+
+def _teacher_checkpoint(config: Mapping[str, Any]) -> Path | None:
+    teacher = config.get("teacher")
+    if not teacher:
+        return None
+    t = Path(teacher)
+    if t.is_dir():
+        t = t / f"{config.get('teacher_checkpoint') or 'best_loc'}.json"
+    return t if t.is_file() else None
+
+
+def _summary(metrics: Mapping[str, Any]) -> str:
+    parts = []
+    for key, name, fmt in (
+        ("train_loss", "loss", "{:.4f}"),
+        ("valpx_pxap", "PxAP", "{:.1f}"),
+        ("valcl_acc", "acc", "{:.1f}%"),
+    ):
+        value = metrics.get(key)
+        if isinstance(value, (int, float)):
+            parts.append(f"{name} {fmt.format(value)}")
+    return ", ".join(parts) or "evaluated"
+
+
+def _theme_colors(viewer: Any) -> tuple[str, str]:
+    """Background and text colours of the viewer's theme (dark fallback)."""
+    try:
+        from napari.utils.theme import get_theme
+
+        theme = get_theme(viewer.theme)
+        return theme.foreground.as_hex(), theme.text.as_hex()
+    except Exception:  # noqa: BLE001 - cosmetic only
+        return "#262930", "#f0f1f2"
