@@ -57,20 +57,26 @@ def _cells(n_in: int, n_out: int) -> np.ndarray:
     return (2 * np.arange(n_in, dtype=np.int64) + 1) * n_out // (2 * n_in)
 
 
-def pixel_labels_from_mask(mask: Any, feature_hw: Any, ignore: int = IGNORE) -> np.ndarray:
+def pixel_labels_from_mask(
+    mask: Any, feature_hw: Any, ignore: int = IGNORE, rule: str = "majority"
+) -> np.ndarray:
     """Labels ``[h, w]`` ``uint8`` of a feature grid from a mask ``[H, W]`` over the same extent.
 
     Mask values: 0 = background, ``ignore`` (255) = unknown, any other value = foreground
-    (so instance-numbered masks work). Each cell takes the majority of the known mask
-    pixels whose centres fall in it; a tie or no known pixel gives ``ignore``. When the mask
-    is smaller than the grid, cells take the nearest mask pixel instead.
+    (so instance-numbered masks work). ``rule="majority"``: each cell takes the majority of
+    the known mask pixels whose centres fall in it (a tie or no known pixel gives
+    ``ignore``). ``rule="nearest"``: each cell takes the mask pixel at its centre, exactly
+    as :func:`pixelcam.metrics.feature_map_separability` does (so J matches it). A mask
+    smaller than the grid always uses ``nearest``.
     """
+    if rule not in ("majority", "nearest"):
+        raise InputError(f"rule must be 'majority' or 'nearest', got {rule!r}")
     m = np.asarray(mask)
     if m.ndim != 2 or min(m.shape) < 1:
         raise InputError(f"mask must be a 2-D (H, W) array, got shape {m.shape}")
     h, w = _hw(feature_hw, "feature_hw")
     H, W = m.shape
-    if h > H or w > W:  # coarser than the grid: nearest mask pixel of each cell centre
+    if rule == "nearest" or h > H or w > W:  # the mask pixel at each cell centre
         rows = np.minimum(((np.arange(h) + 0.5) * H / h).astype(int), H - 1)
         cols = np.minimum(((np.arange(w) + 0.5) * W / w).astype(int), W - 1)
         small = m[np.ix_(rows, cols)]
@@ -167,6 +173,7 @@ def embed_pixels(
     max_points: int = 1500,
     seed: int = 0,
     perplexity: float = 30.0,
+    threads: int | None = None,
 ) -> PixelEmbedding:
     """t-SNE of the FG/BG-labelled pixels of a feature map, and their separability J.
 
@@ -174,7 +181,10 @@ def embed_pixels(
     out). J is computed on ALL labelled pixels; the embedding on a seeded, class-stratified
     subsample of at most ``max_points`` (t-SNE is O(N log N) but still seconds per thousand
     points). Raises :class:`InputError` when a class has fewer than
-    ``MIN_PIXELS_PER_CLASS`` labelled pixels.
+    ``MIN_PIXELS_PER_CLASS`` labelled pixels. ``threads``: OpenMP threads for t-SNE during
+    this call only (``threadpoolctl``, scoped to the calling thread); None = the default.
+    One thread can be much faster on a busy machine or right after a torch forward pass in
+    the same thread (torch and scikit-learn each ship a libgomp whose threads spin-wait).
 
     The embedding is scikit-learn's :class:`~sklearn.manifold.TSNE` (``init="pca"``,
     ``random_state=seed``, perplexity capped at ``(N - 1) / 3`` so small images work), not a
@@ -215,7 +225,14 @@ def embed_pixels(
     from sklearn.manifold import TSNE
 
     perp = float(min(perplexity, (len(x) - 1) / 3.0))
-    xy = TSNE(n_components=2, init="pca", random_state=seed, perplexity=perp).fit_transform(x)
+    tsne = TSNE(n_components=2, init="pca", random_state=seed, perplexity=perp)
+    if threads is None:
+        xy = tsne.fit_transform(x)
+    else:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=max(1, int(threads)), user_api="openmp"):
+            xy = tsne.fit_transform(x)
     return PixelEmbedding(
         xy=np.asarray(xy, dtype=np.float32),
         labels=y,
