@@ -19,6 +19,7 @@ uninterrupted one would have done.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -235,26 +236,102 @@ def train(
         raise InputError(
             f"{out} already holds a run; use resume to continue it, or another output folder"
         )
-    with RunLock(out):
-        log = EventLog(out / "events.jsonl", stream=stream, callbacks=callbacks)
-        try:
-            return _train(config, out, resume, log)
-        except Exception as exc:
-            log.emit("error", message=str(exc), kind=type(exc).__name__)
-            raise
-        finally:
-            log.close()
+    dist = Distributed.from_env(config.device)
+    lock = RunLock(out) if dist.is_main else contextlib.nullcontext()
+    try:
+        with lock:
+            if dist.is_main:
+                log = EventLog(out / "events.jsonl", stream=stream, callbacks=callbacks)
+            else:
+                log = EventLog(None)  # other ranks: no file, no output
+            try:
+                return _train(config, out, resume, log, dist)
+            except Exception as exc:
+                log.emit("error", message=str(exc), kind=type(exc).__name__)
+                raise
+            finally:
+                log.close()
+    finally:
+        dist.close()
 
 
-def _train(config: TrainConfig, out: Path, resume: bool, log: EventLog) -> RunResult:
+@dataclass
+class Distributed:
+    """Data-parallel training through ``torch.distributed`` (DDP), set up from the
+    environment ``torchrun`` provides (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``): NCCL on
+    CUDA, gloo on the CPU. Every rank trains on its shard of each epoch
+    (``DistributedSampler``) with the per-process batch size; every rank evaluates the
+    (identical) model the same way, so model selection agrees without communication; only
+    rank 0 writes files and events. A plain run is world size 1.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    initialised: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls, device: str) -> Distributed:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        import torch.distributed as tdist
+
+        rank = int(os.environ.get("RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        use_nccl = device in ("auto", "cuda") and torch.cuda.is_available()
+        if use_nccl:
+            torch.cuda.set_device(local)
+        if not tdist.is_initialized():
+            tdist.init_process_group(backend="nccl" if use_nccl else "gloo")
+        return cls(rank, world, local, True)
+
+    def device(self, name: str) -> torch.device:
+        device = resolve_device(name)
+        if device.type == "cuda" and self.world_size > 1:
+            return torch.device("cuda", self.local_rank)
+        return device
+
+    def barrier(self) -> None:
+        if self.initialised:
+            import torch.distributed as tdist
+
+            tdist.barrier()
+
+    def main_first(self, fn):  # noqa: ANN001, ANN201
+        """Run ``fn`` on rank 0, then on the others (e.g. a cache rank 0 writes)."""
+        if self.is_main:
+            result = fn()
+            self.barrier()
+            return result
+        self.barrier()
+        return fn()
+
+    def close(self) -> None:
+        if self.initialised:
+            import torch.distributed as tdist
+
+            tdist.barrier()
+            tdist.destroy_process_group()
+
+
+def _train(
+    config: TrainConfig, out: Path, resume: bool, log: EventLog, dist: Distributed
+) -> RunResult:
     from pixelcam.evaluation import evaluate_model
     from pixelcam.models import save_checkpoint
     from pixelcam.models.checkpoint import load_state_into
 
-    atomic_write_text(out / "config.json", json.dumps(config.to_dict(), indent=1))
-    device = resolve_device(config.device)
+    if dist.is_main:
+        atomic_write_text(out / "config.json", json.dumps(config.to_dict(), indent=1))
+    device = dist.device(config.device)
     torch.manual_seed(config.seed)
-    train_ds = open_split(config, config.train_split)
+    # rank 0 first: a synthetic dataset is written on first use
+    train_ds = dist.main_first(lambda: open_split(config, config.train_split))
     valcl = open_split(config, config.valcl_split)
     valpx = open_split(config, config.valpx_split)
     if list(valcl.class_names) != list(train_ds.class_names):
@@ -269,8 +346,9 @@ def _train(config: TrainConfig, out: Path, resume: bool, log: EventLog) -> RunRe
         raise InputError(f"map method {method!r} does not apply to head {model.config['head']!r}")
 
     n_train = len(train_ds)
-    drop_last = n_train > config.batch_size  # no 1-image batch for BatchNorm
-    steps = n_train // config.batch_size if drop_last else 1
+    n_local = math.ceil(n_train / dist.world_size)
+    drop_last = n_local > config.batch_size  # no 1-image batch for BatchNorm
+    steps = n_local // config.batch_size if drop_last else 1
     log.emit(
         "start",
         message=f"{config.phase} on {config.dataset}: {n_train} train, "
@@ -280,6 +358,7 @@ def _train(config: TrainConfig, out: Path, resume: bool, log: EventLog) -> RunRe
         steps=steps,
         device=str(device),
         resume=resume,
+        world_size=dist.world_size,
     )
 
     cams = None
@@ -287,15 +366,12 @@ def _train(config: TrainConfig, out: Path, resume: bool, log: EventLog) -> RunRe
         from pixelcam.train.teacher import cached_teacher_cams
 
         teacher_ckpt = _teacher_checkpoint(config, config.teacher_checkpoint)
-        cams = cached_teacher_cams(
-            teacher_ckpt,
-            train_ds,
-            config.teacher_method,
-            out,
-            device,
-            size=config.eval_size,
-            log=log,
-        )
+        cams = dist.main_first(  # rank 0 computes and writes the cache, the others read it
+            lambda: cached_teacher_cams(
+                teacher_ckpt, train_ds, config.teacher_method, out, device,
+                size=config.eval_size, log=log,
+            )
+        )  # fmt: skip
     transform = TrainTransform(
         resize=config.resize,
         crop=config.crop,
@@ -381,19 +457,41 @@ def _train(config: TrainConfig, out: Path, resume: bool, log: EventLog) -> RunRe
         metrics = evaluate(0)
         history.append(metrics)
         for name in select(metrics) + ["last"]:
-            save_checkpoint(model, out / name, {**meta_base, "epoch": 0, "metrics": metrics})
+            if dist.is_main:
+                save_checkpoint(model, out / name, {**meta_base, "epoch": 0, "metrics": metrics})
         log.emit("epoch", epoch=0, epochs=config.epochs, metrics=_fmt(metrics))
+
+    net: torch.nn.Module = model
+    sampler = None
+    if dist.world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+        from torch.utils.data.distributed import DistributedSampler
+
+        net = DistributedDataParallel(
+            _TupleOutput(model),
+            device_ids=[device.index] if device.type == "cuda" else None,
+            # with positive-only seeds a batch may leave the pixel head without gradient
+            find_unused_parameters=config.positive_only,
+        )
+        sampler = DistributedSampler(
+            train_ds, num_replicas=dist.world_size, rank=dist.rank, shuffle=True,
+            seed=config.seed, drop_last=True,
+        )  # fmt: skip
 
     for epoch in range(start_epoch, config.epochs + 1):
         lr_scale = config.lr_gamma ** ((epoch - 1) // config.lr_step) if config.lr_step else 1.0
         for g, base in zip(optimizer.param_groups, (config.lr, config.lr * config.head_lr_mult)):
             g["lr"] = base * lr_scale
-        gen = torch.Generator().manual_seed(config.seed * 100003 + epoch)
-        torch.manual_seed(config.seed * 100003 + epoch)
+        epoch_seed = config.seed * 100003 + epoch + 7919 * dist.rank
+        gen = torch.Generator().manual_seed(epoch_seed)
+        torch.manual_seed(epoch_seed)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
         loader = DataLoader(
             train_ds,
             batch_size=config.batch_size,
-            shuffle=True,
+            shuffle=sampler is None,
+            sampler=sampler,
             generator=gen,
             collate_fn=collate_samples,
             num_workers=config.num_workers,
@@ -405,7 +503,7 @@ def _train(config: TrainConfig, out: Path, resume: bool, log: EventLog) -> RunRe
             images = batch["image"].to(device, non_blocking=True)
             labels = batch["label"].to(device)
             with torch.autocast(device.type, enabled=use_amp):
-                outp = model(images)
+                outp = net(images) if net is model else _TupleOutput.unpack(net(images))
                 cls_loss = F.cross_entropy(outp.logits, labels)
                 loss = cls_loss
                 if outp.sat_mean_activation is not None:
@@ -458,15 +556,17 @@ def _train(config: TrainConfig, out: Path, resume: bool, log: EventLog) -> RunRe
         history.append(metrics)
         chosen = select(metrics)
         meta = {**meta_base, "epoch": epoch, "metrics": metrics}
-        for name in chosen + ["last"]:
-            save_checkpoint(model, out / name, meta)
-            if name != "last":
-                log.emit("checkpoint", name=name, epoch=epoch, path=str(out / name))
-        _save_resume(resume_dir, model, optimizer, epoch, history, best, save_checkpoint, meta)
-        atomic_write_text(out / "history.json", json.dumps(history, indent=1))
+        if dist.is_main:
+            for name in chosen + ["last"]:
+                save_checkpoint(model, out / name, meta)
+                if name != "last":
+                    log.emit("checkpoint", name=name, epoch=epoch, path=str(out / name))
+            _save_resume(resume_dir, model, optimizer, epoch, history, best, save_checkpoint, meta)
+            atomic_write_text(out / "history.json", json.dumps(history, indent=1))
         log.emit("epoch", epoch=epoch, epochs=config.epochs, metrics=_fmt(metrics))
 
-    atomic_write_text(out / "history.json", json.dumps(history, indent=1))
+    if dist.is_main:
+        atomic_write_text(out / "history.json", json.dumps(history, indent=1))
     log.emit(
         "done",
         message=f"finished {config.epochs} epochs in {out}",
@@ -474,6 +574,27 @@ def _train(config: TrainConfig, out: Path, resume: bool, log: EventLog) -> RunRe
         best_loc=str(out / "best_loc"),
     )
     return RunResult(out, config.epochs, history, out / "best_cl", out / "best_loc", out / "last")
+
+
+class _TupleOutput(torch.nn.Module):
+    """DDP wants tensors (or tuples of them) out of forward: ModelOutput as a tuple."""
+
+    FIELDS = ("logits", "features", "pixel_logits", "attention", "sat_mean_activation",
+              "sat_norm")  # fmt: skip
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple:
+        out = self.model(x)
+        return tuple(getattr(out, f) for f in self.FIELDS)
+
+    @classmethod
+    def unpack(cls, values: tuple):  # noqa: ANN206
+        from pixelcam.models.model import ModelOutput
+
+        return ModelOutput(**dict(zip(cls.FIELDS, values)))
 
 
 def _seeds(
