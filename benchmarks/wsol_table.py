@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         common = dict(
             dataset=args.dataset, data_root=args.data_root or str(args.out / "data"),
             fold=args.fold if args.dataset in ("glas", "camelyon16") else None,
-            folds_dir=args.folds_dir, backbone=args.backbone, weights=args.weights,
+            folds_dir=args.folds_dir, backbone=args.backbone, weights=args.weights or None,
             batch_size=args.batch_size, lr=args.lr, seed=seed, device="auto",
             resize=args.resize, crop=args.crop, eval_size=args.eval_size,
             synthetic_n_per_class=args.synthetic_n_per_class,
