@@ -1,7 +1,47 @@
-"""Whole-slide images: lazy reading of pyramidal TIFF, OME-TIFF and SVS files."""
+"""Whole-slide images: lazy reading of pyramidal TIFF, OME-TIFF and SVS files, tiled
+prediction with seam blending and tissue detection, and streamed pyramidal TIFF writing."""
 
 from __future__ import annotations
 
+from pixelcam.slide.predict import (
+    LARGE_SIDE,
+    SCHEDULERS,
+    needs_tiling,
+    output_paths,
+    predict_slide,
+)
 from pixelcam.slide.reader import SLIDE_EXTENSIONS, is_pyramidal, open_pyramid
+from pixelcam.slide.tiling import (
+    WINDOWS,
+    StripBlender,
+    TileGrid,
+    batched,
+    blend_window,
+    window_profile,
+)
+from pixelcam.slide.tissue import read_thumbnail, tile_tissue_fractions, tissue_mask
+from pixelcam.slide.writer import PyramidWriter, downsample2, pyramid_shapes, write_pyramid
 
-__all__ = ["SLIDE_EXTENSIONS", "is_pyramidal", "open_pyramid"]
+__all__ = [
+    "LARGE_SIDE",
+    "SCHEDULERS",
+    "SLIDE_EXTENSIONS",
+    "WINDOWS",
+    "PyramidWriter",
+    "StripBlender",
+    "TileGrid",
+    "batched",
+    "blend_window",
+    "downsample2",
+    "is_pyramidal",
+    "needs_tiling",
+    "open_pyramid",
+    "output_paths",
+    "predict_slide",
+    "pyramid_shapes",
+    "read_thumbnail",
+    "tile_tissue_fractions",
+    "tissue_mask",
+    "window_profile",
+    "write_pyramid",
+]
