@@ -439,7 +439,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".svs"}
 
 
 def _collect_images(inputs: Sequence[str]) -> list[Path]:
