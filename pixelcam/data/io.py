@@ -7,7 +7,8 @@ message names the file, so the CLI and the napari plugin can show one actionable
 Images come back as ``uint8`` RGB ``(H, W, 3)``: 16-bit data is scaled with ``>> 8``,
 other integer and float data are rescaled (see :func:`to_rgb_uint8`), grayscale is
 replicated, and an alpha channel is composited on WHITE (the background of a histology
-slide), which leaves fully opaque images unchanged. TIFFs are read with ``tifffile``,
+slide), which leaves fully opaque images unchanged; CMYK (JPEG, or TIFF with photometric
+SEPARATED) is converted to RGB by Pillow. TIFFs are read with ``tifffile``,
 everything else with Pillow.
 """
 
@@ -59,6 +60,7 @@ def _read_tiff(path: Path) -> np.ndarray:
         series = tif.series[0]
         axes = series.axes
         data = series.asarray()
+        cmyk = getattr(series.keyframe, "photometric", None) == tifffile.PHOTOMETRIC.SEPARATED
     # Drop length-1 axes other than the spatial ones (a single page stored as a stack).
     keep = [i for i, ax in enumerate(axes) if ax in "YX" or data.shape[i] != 1]
     data = data.reshape([data.shape[i] for i in keep])
@@ -68,6 +70,12 @@ def _read_tiff(path: Path) -> np.ndarray:
     channel_axis = next((i for i, ax in enumerate(axes) if ax in "SC"), None)
     if channel_axis is not None and channel_axis != data.ndim - 1:
         data = np.moveaxis(data, channel_axis, -1)
+    if cmyk and data.ndim == 3 and data.shape[-1] == 4:  # inks, not RGBA: convert as Pillow does
+        from PIL import Image
+
+        ink = np.ascontiguousarray(_scale_to_uint8(data))
+        h, w = ink.shape[:2]
+        data = np.asarray(Image.frombytes("CMYK", (w, h), ink.tobytes()).convert("RGB"))
     return data
 
 

@@ -90,12 +90,19 @@ def save_checkpoint(
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {json_path}: meta/config not JSON-able: {exc}") from exc
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write(weights_path, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT}))
+    # Overwriting a pair: the old weights stay (as <prev>) until the new json is in place, so
+    # a kill between the two files leaves the old json next to weights that match it.
+    staged = weights_path.with_name(f".{weights_path.name}.new")
+    atomic_write(staged, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT}))
     doc["weights"] = {
         "file": weights_path.name,
-        "sha256": _sha256(weights_path),
+        "sha256": _sha256(staged),
         "num_tensors": len(tensors),
     }
+    prev = _previous(weights_path)
+    if weights_path.exists():
+        os.replace(weights_path, prev)
+    os.replace(staged, weights_path)
     text = json.dumps(doc, indent=2, sort_keys=True)
 
     def write_json(tmp: str) -> None:
@@ -103,7 +110,13 @@ def save_checkpoint(
             f.write(text + "\n")
 
     atomic_write(json_path, write_json)
+    prev.unlink(missing_ok=True)
     return weights_path, json_path
+
+
+def _previous(weights_path: Path) -> Path:
+    """Where :func:`save_checkpoint` keeps the old weights while it replaces a pair."""
+    return weights_path.with_name(f".{weights_path.name}.prev")
 
 
 def read_checkpoint_info(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -132,9 +145,12 @@ def read_checkpoint_info(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def _read_weights(path: str | os.PathLike[str], doc: dict[str, Any]) -> dict[str, torch.Tensor]:
     weights_path, json_path = checkpoint_paths(path)
+    expected = doc["weights"].get("sha256")
+    prev = _previous(weights_path)
+    if expected and prev.is_file() and _sha256(prev) == expected:
+        weights_path = prev  # a save was killed before its json: the old pair is complete
     if not weights_path.is_file():
         raise CheckpointError(f"checkpoint weights not found: {weights_path}")
-    expected = doc["weights"].get("sha256")
     if expected and _sha256(weights_path) != expected:
         raise CheckpointError(
             f"checkpoint weights {weights_path} do not match {json_path.name} (SHA-256 differs: "

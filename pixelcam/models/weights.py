@@ -7,6 +7,8 @@ with :mod:`safetensors`.
 
 from __future__ import annotations
 
+import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,8 +50,18 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             )
     except InputError:
         raise
-    except Exception as exc:  # corrupt, truncated, or holds non-tensor objects
-        raise CheckpointError(f"cannot read weights file {p}: {exc}") from exc
+    except pickle.UnpicklingError as exc:  # weights_only refused an object: say so, briefly
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        raise CheckpointError(
+            f"weights file {p} holds objects other than tensors"
+            + (f" ({found.group(1)})" if found else "")
+            + ": refused, as loading it could run code; save a plain state dict "
+            "(torch.save(model.state_dict(), path)) or a .safetensors file"
+        ) from exc
+    except Exception as exc:  # corrupt or truncated
+        raise CheckpointError(
+            f"cannot read weights file {p}: {' '.join(str(exc).split())}"
+        ) from exc
     return _unwrap(state, p)
 
 

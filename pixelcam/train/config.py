@@ -117,8 +117,42 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
+        """A config from (untrusted) JSON data: unknown keys and wrong types are refused;
+        ranges are checked by :meth:`validate`."""
+        if not isinstance(data, dict):
+            raise InputError(
+                f"a training configuration is a JSON object, got {type(data).__name__}"
+            )
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(fields))
         if unknown:
             raise InputError(f"unknown training configuration keys: {', '.join(unknown)}")
+        for key, value in data.items():
+            annotation = str(fields[key].type)
+            if not _type_ok(value, annotation):
+                raise InputError(
+                    f"training configuration key {key!r} must be {annotation}, got {value!r}"
+                )
         return cls(**data)
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "int": (int,),
+    "float": (int, float),
+    "bool": (bool,),
+    "None": (type(None),),
+    "dict[str, Any]": (dict,),
+}
+
+
+def _type_ok(value: Any, annotation: str) -> bool:
+    for part in (p.strip() for p in annotation.split("|")):
+        kinds = _TYPES.get(part)
+        if kinds is None:
+            return True  # a type not listed here is not checked
+        if isinstance(value, bool) and part in ("int", "float"):
+            continue
+        if isinstance(value, kinds):
+            return True
+    return False

@@ -229,9 +229,12 @@ def train(
     if resume:
         if not cfg_path.exists():
             raise InputError(f"nothing to resume in {out} (no config.json)")
-        saved = TrainConfig.from_dict(json.loads(cfg_path.read_text(encoding="utf-8")))
-        saved.epochs = config.epochs  # a resumed run may be extended
-        config = saved.validate()
+        try:
+            saved = TrainConfig.from_dict(json.loads(cfg_path.read_text(encoding="utf-8")))
+            saved.epochs = config.epochs  # a resumed run may be extended
+            config = saved.validate()
+        except (OSError, ValueError, TypeError) as exc:  # InputError and JSON errors included
+            raise InputError(f"cannot resume from {cfg_path}: {exc}") from exc
     elif (out / "resume" / "resume.json").exists():
         raise InputError(
             f"{out} already holds a run; use resume to continue it, or another output folder"
@@ -337,6 +340,12 @@ def _train(
     if list(valcl.class_names) != list(train_ds.class_names):
         raise InputError(
             f"class names differ between splits: {train_ds.class_names} vs {valcl.class_names}"
+        )
+    if train_ds.num_classes < 2:
+        raise InputError(
+            f"the dataset {config.data_root or config.dataset} has {train_ds.num_classes} "
+            f"class ({list(train_ds.class_names)}): "
+            "training a classifier needs at least 2 classes"
         )
     model = _build_model(config, train_ds.num_classes).to(device)
     method = config.map_method
@@ -545,6 +554,7 @@ def _train(
                 cls_loss=cls_loss.item(),
                 pixel_loss=pix_loss.item(),
             )
+        _check_finite(model, epoch, out)  # never save (as last/best/resume) broken weights
         n = max(totals["n"], 1)
         metrics = evaluate(epoch)
         metrics.update(
@@ -595,6 +605,16 @@ class _TupleOutput(torch.nn.Module):
         from pixelcam.models.model import ModelOutput
 
         return ModelOutput(**dict(zip(cls.FIELDS, values)))
+
+
+def _check_finite(model: torch.nn.Module, epoch: int, out: Path) -> None:
+    """A finite loss can still be followed by an update to inf/NaN weights (a huge lr)."""
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise TrainingError(
+                f"weights became non-finite ({name}) in epoch {epoch}; stopped. The last good "
+                f"checkpoint is kept in {out} (try a lower learning rate)"
+            )
 
 
 def _seeds(

@@ -1,0 +1,151 @@
+"""benchmarks/reproduce.py: its B-LOC bookkeeping, and one end-to-end smoke run of every part
+on generated data with absurdly small settings (tables printed, JSON written, runs reused)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "reproduce.py"
+
+
+@pytest.fixture(scope="module")
+def reproduce():
+    spec = importlib.util.spec_from_file_location("reproduce_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+def _epoch(tracker, out: Path, epoch: int, acc: float, locs: dict[str, float]) -> None:
+    """What the trainer does at the end of an epoch: write last.*, then emit the event."""
+    (out / "last.json").write_text(json.dumps({"epoch": epoch}))
+    (out / "last.safetensors").write_text(str(epoch))
+    metrics = {"epoch": epoch, "valcl_acc": acc, **{f"valpx_pxap_{m}": v for m, v in locs.items()}}
+    tracker({"event": "epoch", "epoch": epoch, "metrics": metrics})
+
+
+def test_best_loc_copies_apply_the_accuracy_guard_in_hindsight(reproduce, tmp_path):
+    tracker = reproduce.BestLocCopies(tmp_path, ["cam", "layercam"], margin=10.0)
+    tracker({"event": "step", "epoch": 1})  # other events are ignored
+    _epoch(tracker, tmp_path, 0, 50.0, {"cam": 99.0, "layercam": 99.0})
+    # epoch 0 is never chosen, but a fallback file exists from the start
+    assert json.loads((tmp_path / "bloc_cam.json").read_text()) == {"epoch": 0}
+    _epoch(tracker, tmp_path, 1, 50.0, {"cam": 90.0, "layercam": 40.0})  # untrained, lucky map
+    assert json.loads((tmp_path / "bloc_cam.json").read_text()) == {"epoch": 1}
+    _epoch(tracker, tmp_path, 2, 100.0, {"cam": 60.0, "layercam": 80.0})
+    _epoch(tracker, tmp_path, 3, 95.0, {"cam": 70.0, "layercam": 50.0})
+    _epoch(tracker, tmp_path, 4, 100.0, {"cam": 70.0, "layercam": 30.0})
+    # cam: epoch 1 (PxAP 90) is 50 points below the run's best accuracy: not eligible; of the
+    # eligible epochs 2-4, PxAP 70 ties between 3 and 4 -> the later one
+    assert json.loads((tmp_path / "bloc_cam.json").read_text()) == {"epoch": 4}
+    assert (tmp_path / "bloc_cam.safetensors").read_text() == "4"
+    assert json.loads((tmp_path / "bloc_layercam.json").read_text()) == {"epoch": 2}
+    # only Pareto-front candidates are kept: epoch 2 (layercam) and epoch 4 (cam)
+    kept = sorted(p.name for p in (tmp_path / "bloc-candidates").iterdir())
+    assert kept == [f"e0000{e}.{x}" for e in (2, 4) for x in ("json", "safetensors")]
+
+
+def test_stats_and_json_cleaning(reproduce):
+    s = reproduce._stats([1.0, 3.0, None, float("nan")])
+    assert s == {"mean": 2.0, "std": pytest.approx(math.sqrt(2.0)), "n": 2}
+    assert reproduce._stats([]) == {"mean": None, "std": None, "n": 0}
+    assert reproduce._clean({"a": [float("inf"), 1.5], 2: float("nan")}) == {
+        "a": [None, 1.5],
+        "2": None,
+    }
+    assert reproduce._f({"mean": 2.0, "std": 0.5, "n": 2}) == "2.0 ± 0.5"
+    assert reproduce._f(None) == "—"
+
+
+TINY = [
+    "--quick", "--synthetic-n-per-class", "10", "--synthetic-size", "32",
+    "--epochs-baseline", "2", "--epochs-pixelcam", "1", "--teachers", "deepmil,layercam",
+    "--ablation-n", "5", "--ablation-lam", "1", "--shift-steps", "2", "--device", "cpu",
+]  # fmt: skip
+
+
+def test_smoke_every_part_on_generated_data(reproduce, tmp_path, capsys):
+    out = tmp_path / "rep"
+    assert reproduce.main([*TINY, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    for header in (
+        "### Table 1: localization (PxAP) and classification (CL)",
+        "| WSOL model | PxAP | CL | paper GlaS PxAP | paper GlaS CL |",
+        "### Table 2: paired t-test",
+        "| baseline | seed | images | mean ΔPxAP | T-stat | p-value |",
+        "### Table 4: mean class separability J",
+        "### OOD (Tables 3 and 5 analogue): trained on generated 'he', tested on generated 'ihc'",
+        "### Stain shift (Figure 5: PxAP)",
+        "### Stain shift (Figure 4: CL)",
+        "| WSOL model | 0.0 | 0.5 | 1.0 |",
+        "### Ablation, Table 16",
+        "### Ablation, Table 17",
+        "### Ablation, Table 15",
+        "### Ablation, Table 12",
+    ):
+        assert header in printed, header
+    assert (
+        "| LayerCAM w/ PixelCAM |" in printed
+        and "| GradCAM++ |" not in printed.split("### Table 2")[0]
+    )  # only the requested teachers in Table 1
+    assert (out / "results.md").read_text().count("### ") == printed.count("### ")
+
+    res = json.loads((out / "results.json").read_text())
+    assert set(res) == {"meta", "main", "ood", "ablations"}
+    meta = res["meta"]
+    assert meta["command"].startswith(".venv/bin/python benchmarks/reproduce.py --quick")
+    assert meta["mode"] == "quick" and meta["runs_trained"] == 8 and meta["runs_reused"] == 0
+    assert {"cpu", "cores", "torch"} <= set(meta["machine"]) and meta["timings_s"]["total"] > 0
+
+    main = res["main"]
+    assert main["n_px_images"] == 4 and main["class_names"] == ["benign", "malignant"]
+    rows = [r["row"] for r in main["table1"]]
+    assert rows == ["DeepMIL", "DeepMIL w/ PixelCAM", "LayerCAM", "LayerCAM w/ PixelCAM"]
+    for r in main["table1"]:
+        assert 0.0 <= r["pxap"]["mean"] <= 100.0 and r["cl"]["mean"] in (0.0, 25.0, 50.0, 75.0,
+                                                                          100.0)  # fmt: skip
+        assert r["per_seed"][0]["checkpoint"].endswith(
+            "bloc_pixelcam" if r["pixelcam"] else f"bloc_{r['method']}"
+        )
+    assert main["table1"][0]["paper_pxap"] == 79.9
+    for r in main["table2"]:
+        s = r["per_seed"][0]
+        assert s["seed"] == 0 and s["n"] == 4 and set(s) == {"t", "p", "n", "mean_diff", "seed"}
+    for r in main["table4"]:
+        assert set(r["j_class"]) == {"benign", "malignant"} and r["j_all"]["mean"] > 0
+    per_image = main["per_image_pxap"]["LayerCAM w/ PixelCAM"]["0"]
+    assert len(per_image) == 4
+
+    ood = res["ood"]
+    assert ood["test_stain"] == "ihc" and len(ood["table3"]) == 4
+    assert all("in_distribution_pxap" in r and "j_all" in r for r in ood["table3"])
+    shift = ood["shift"]
+    assert shift["strengths"] == [0.0, 0.5, 1.0]
+    assert shift["profile_distance"][-1] < shift["profile_distance"][0]
+    assert all(len(c["pxap"]) == 3 and len(c["cl"]) == 3 for c in shift["curves"].values())
+    # strength 0 is the unshifted evaluation of Table 1
+    assert shift["curves"]["LayerCAM"]["pxap"][0]["mean"] == pytest.approx(
+        main["table1"][2]["pxap"]["mean"]
+    )
+
+    abl = res["ablations"]
+    assert [r["setting"] for r in abl["n"]] == ["GradCAM++", "n = 5"]
+    assert [r["setting"] for r in abl["lam"]] == ["LayerCAM", "lambda = 1"]
+    assert [r["setting"] for r in abl["sampler"]] == ["GradCAM++", "TH PixelCAM", "PB PixelCAM"]
+    assert len(abl["pixel_head"]) == 6 and abl["pixel_head"][2]["paper_pxap"] == 86.3
+    # lambda = 1 with LayerCAM is Table 1's LayerCAM w/ PixelCAM run
+    assert abl["lam"][1]["pxap"] == pytest.approx(main["table1"][3]["pxap"]["mean"])
+
+    # a second call reuses every finished run (same configuration) and trains nothing
+    assert reproduce.main([*TINY, "--out", str(out), "--parts", "main"]) == 0
+    again = json.loads((out / "results.json").read_text())
+    assert again["meta"]["runs_trained"] == 0 and again["meta"]["runs_reused"] == 4
+    assert again["main"]["table1"] == main["table1"]
