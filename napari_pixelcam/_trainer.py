@@ -50,6 +50,7 @@ from qtpy.QtWidgets import (
 )
 
 from pixelcam.errors import InputError
+from pixelcam.fileio import pid_alive
 
 if TYPE_CHECKING:
     import napari
@@ -249,27 +250,7 @@ def lock_holder(out: str | Path) -> int | None:
         pid = int(lock.read_text().strip() or 0)
     except (OSError, ValueError):
         return None
-    return pid if pid > 0 and _pid_alive(pid) else None
-
-
-def _pid_alive(pid: int) -> bool:
-    if os.name == "nt":  # os.kill(pid, 0) would send CTRL_C on Windows
-        import ctypes
-
-        handle = ctypes.windll.kernel32.OpenProcess(0x1000, False, pid)  # QUERY_LIMITED_INFO
-        if not handle:
-            return False
-        code = ctypes.c_ulong()
-        ctypes.windll.kernel32.GetExitCodeProcess(handle, ctypes.byref(code))
-        ctypes.windll.kernel32.CloseHandle(handle)
-        return code.value == 259  # STILL_ACTIVE
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid if pid > 0 and pid_alive(pid) else None
 
 
 # ---------------------------------------------------------------------- small widgets

@@ -298,7 +298,7 @@ def _methods(text: str | None, model: Any) -> list[str]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from pixelcam.data import open_dataset
+    from pixelcam.data import open_dataset, split_options
     from pixelcam.evaluation import evaluate_model
     from pixelcam.metrics import paired_ttest
     from pixelcam.models import load_checkpoint
@@ -307,12 +307,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if len(args.checkpoint) > 2:
         raise InputError("evaluate takes one checkpoint, or two to compare")
     device = resolve_device(args.device)
-    kw: dict[str, Any] = {}
-    if args.dataset in ("glas", "camelyon16"):
-        kw["missing"] = args.missing
-        if args.folds_dir:
-            kw["folds_dir"] = args.folds_dir
-    fold = args.fold if args.dataset in ("glas", "camelyon16") else None
+    fold, kw = split_options(args.dataset, args.fold, args.folds_dir, args.missing)
     dataset = open_dataset(args.dataset, args.data_root, split=args.split, fold=fold, **kw)
     results = {}
     for ckpt in args.checkpoint:

@@ -1,5 +1,6 @@
-"""Atomic file writes: a temp file in the same folder, then ``os.replace``. A process killed
-at any moment leaves either the old file or the new one, never a half-written file."""
+"""Atomic file writes (a temp file in the same folder, then ``os.replace``: a process killed
+at any moment leaves either the old file or the new one, never a half-written file), and
+the liveness check behind run lock files."""
 
 from __future__ import annotations
 
@@ -34,3 +35,25 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
             f.write(text)
 
     return atomic_write(path, write)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` is running (the owner of a ``.lock`` file)."""
+    if os.name == "nt":  # os.kill(pid, 0) would send CTRL_C on Windows
+        import ctypes
+
+        kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
+        handle = kernel32.OpenProcess(0x1000, False, pid)  # QUERY_LIMITED_INFORMATION
+        if not handle:
+            return False
+        code = ctypes.c_ulong()
+        kernel32.GetExitCodeProcess(handle, ctypes.byref(code))
+        kernel32.CloseHandle(handle)
+        return code.value == 259  # STILL_ACTIVE
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

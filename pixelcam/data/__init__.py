@@ -64,6 +64,19 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def split_options(
+    kind: str, fold: int | None, folds_dir: str | Path | None = None, missing: str = "error"
+) -> tuple[int | None, dict[str, Any]]:
+    """The ``fold`` and loader options :func:`open_dataset` takes for ``kind``: only GlaS and
+    CAMELYON16 have folds, fold folders and missing-file handling."""
+    if str(kind).lower() not in ("glas", "camelyon16", "camelyon"):
+        return None, {}
+    kw: dict[str, Any] = {"missing": missing}
+    if folds_dir:
+        kw["folds_dir"] = folds_dir
+    return fold, kw
+
+
 def open_dataset(
     kind: str,
     root: str | Path,

@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader
 from pixelcam.data.dataset import WSOLDataset, collate_samples
 from pixelcam.data.transforms import TrainTransform
 from pixelcam.errors import InputError, PixelCAMError
-from pixelcam.fileio import atomic_write_text
+from pixelcam.fileio import atomic_write_text, pid_alive
 from pixelcam.pseudo_labels import IGNORE, sample_seeds
 from pixelcam.train.config import TrainConfig
 from pixelcam.train.events import EventCallback, EventLog
@@ -74,7 +74,7 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def open_split(config: TrainConfig, split: str) -> WSOLDataset:
-    from pixelcam.data import open_dataset
+    from pixelcam.data import open_dataset, split_options
 
     if config.dataset == "synthetic":
         root = config.data_root or str(Path(config.out) / "synthetic-data")
@@ -87,12 +87,7 @@ def open_split(config: TrainConfig, split: str) -> WSOLDataset:
                 "seed": config.seed,
             }
         return open_dataset("synthetic", root, split=split, **kw)
-    kw: dict[str, Any] = {}
-    if config.dataset in ("glas", "camelyon16"):
-        kw["missing"] = config.missing
-        if config.folds_dir:
-            kw["folds_dir"] = config.folds_dir
-    fold = config.fold if config.dataset in ("glas", "camelyon16") else None
+    fold, kw = split_options(config.dataset, config.fold, config.folds_dir, config.missing)
     return open_dataset(config.dataset, config.data_root, split=split, fold=fold, **kw)
 
 
@@ -141,7 +136,8 @@ class RunLock:
                 pid = int(self.path.read_text().strip() or 0)
             except (OSError, ValueError):
                 pid = 0
-            if pid and _pid_alive(pid):
+            # a stale lock of this very process (an earlier run here) does not count
+            if pid and pid != os.getpid() and pid_alive(pid):
                 raise InputError(
                     f"{self.path.parent} is in use by a running training (pid {pid}); "
                     "wait for it, cancel it, or choose another output folder"
@@ -151,18 +147,6 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.path.unlink(missing_ok=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False  # our own stale lock (e.g. a previous run in this process)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _check_writable(out: Path, need_bytes: int = 50 << 20) -> None:

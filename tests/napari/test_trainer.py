@@ -15,13 +15,13 @@ import napari_pixelcam._trainer as trainer_mod
 from napari_pixelcam._trainer import (
     TrainerWidget,
     _cli_has_option,
-    _pid_alive,
     build_train_command,
     lock_holder,
     validate_settings,
 )
 from pixelcam.cli import build_parser
 from pixelcam.errors import InputError
+from pixelcam.fileio import pid_alive
 
 PLUGIN = "napari-pixelcam"
 TINY = {
@@ -206,7 +206,7 @@ def test_train_cancel_resume_and_load_into_panel(dock, tmp_path, qtbot, monkeypa
     assert seen["lock"] and seen["cancelled"]  # the child held the lock when cancelled
     assert widget.last_step is not None and widget.step_bar.maximum() == 2
     assert widget.epoch_bar.maximum() == 30 and widget.epoch_bar.value() >= 1
-    assert not _pid_alive(seen["pid"])  # the child is gone (and reaped)
+    assert not pid_alive(seen["pid"])  # the child is gone (and reaped)
     assert not (out / ".lock").exists()
     assert widget.done_event is None and notes[-1][0] == "info" and "cancelled" in notes[-1][1]
     model, meta = load_checkpoint(out / "last.json")
@@ -279,6 +279,6 @@ def test_cancel_kills_a_child_that_ignores_sigint(dock, tmp_path, qtbot, monkeyp
     pid = int(widget.process.processId())
     assert widget.cancel(grace_s=0.3)
     qtbot.waitUntil(lambda: not widget.running, timeout=10000)
-    assert not _pid_alive(pid) and widget.exit_code is None  # killed
+    assert not pid_alive(pid) and widget.exit_code is None  # killed
     assert "killed" in widget.log_box.toPlainText()
     assert notes[-1][0] == "info" and "cancelled after epoch 0" in notes[-1][1]
