@@ -98,14 +98,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser(
         "train",
-        help="train a baseline WSOL model or PixelCAM from a teacher",
-        description="Train a baseline (phase 'baseline') or PixelCAM (phase "
-        "'pixelcam', needs --teacher). Progress: JSON lines in OUT/events.jsonl "
-        "(and on stdout with --json).",
+        help="train a baseline WSOL model, PixelCAM or NEGEV from a teacher, or a U-Net",
+        description="Train a baseline (phase 'baseline'), PixelCAM (phase 'pixelcam', "
+        "needs --teacher), NEGEV (phase 'negev': a U-Net decoder over the frozen --teacher, "
+        "from its CAM seeds) or the fully supervised U-Net (phase 'unet', trained on the "
+        "masks). Progress: JSON lines in OUT/events.jsonl (and on stdout with --json).",
     )
     t.add_argument("--out", required=True, help="run folder (checkpoints, events, caches)")
     _add_data_args(t, split_default=None)
-    t.add_argument("--phase", choices=["baseline", "pixelcam"], default="baseline")
+    t.add_argument("--phase", choices=["baseline", "pixelcam", "negev", "unet"], default="baseline")
     t.add_argument("--backbone", default="resnet18", help="timm model name (default: resnet18)")
     t.add_argument(
         "--weights",
@@ -115,7 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--head", choices=["gap", "deepmil", "sat"], default="gap")
     t.add_argument("--pixel-head", choices=["linear", "mlp"], default="linear")
-    t.add_argument("--teacher", help="baseline run folder or checkpoint (phase pixelcam)")
+    t.add_argument(
+        "--teacher", help="baseline run folder or checkpoint (phases pixelcam and negev)"
+    )
     t.add_argument(
         "--teacher-method",
         default="layercam",
@@ -127,7 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="best_loc",
         help="teacher run checkpoint giving the CAMs",
     )
-    t.add_argument("--init", help="checkpoint to start PixelCAM from (default: teacher B-CL)")
+    t.add_argument(
+        "--init", help="checkpoint PixelCAM/NEGEV start from (default: the teacher's B-CL)"
+    )
     t.add_argument("--eval-method", help="map used for B-LOC selection (default: by phase)")
     t.add_argument("--lam", type=_nonneg_float, default=1.0, help="pixel loss weight lambda")
     t.add_argument("--n", type=_positive_int, default=5, help="FG and BG seeds per image")
@@ -147,6 +152,31 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="saved point annotations (a .points.csv/.json file or a folder of "
         "them): trusted pixel labels added to the sampled seeds (phase pixelcam)",
+    )
+    t.add_argument(
+        "--negative-class",
+        default="auto",
+        help="NEGEV negative evidence: every pixel of this class's images is background "
+        "('auto': CAMELYON16 'normal', none for other datasets; 'none')",
+    )
+    t.add_argument(
+        "--smooth-weight",
+        type=_nonneg_float,
+        default=1.0,
+        help="NEGEV colour-weighted smoothness weight (0 turns it off)",
+    )
+    t.add_argument(
+        "--smooth-sigma",
+        type=float,
+        default=0.06,
+        help="NEGEV smoothness colour scale (RGB in [0, 1]; default 0.06 ~ 15/255)",
+    )
+    t.add_argument(
+        "--decoder-width",
+        type=_positive_int,
+        default=256,
+        help="NEGEV/U-Net first decoder width, halved per block (default 256: the "
+        "paper-sized decoder, ~9 M parameters on ResNet-50)",
     )
     t.add_argument("--epochs", type=_positive_int, default=10)
     t.add_argument("--batch-size", type=_positive_int, default=32)
@@ -271,6 +301,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         num_workers=args.num_workers,
         synthetic_n_per_class=args.synthetic_n_per_class,
         synthetic_size=args.synthetic_size,
+        negative_class=args.negative_class,
+        smooth_weight=args.smooth_weight,
+        smooth_sigma=args.smooth_sigma,
+        decoder_width=args.decoder_width,
     )
     callbacks = [] if args.json else [human_progress(sys.stderr)]
     result = train(
@@ -292,7 +326,7 @@ def _methods(text: str | None, model: Any) -> list[str]:
             method = get_method(name)
         except (KeyError, ValueError) as exc:
             raise InputError(f"unknown map method {name!r}") from exc
-        if not method.supports(model):
+        if not method.applies(model):
             raise InputError(f"map method {name!r} does not apply to this checkpoint")
     return names
 
@@ -360,7 +394,12 @@ def _main_method(result: dict[str, Any]) -> str:
 
 def _print_table(name: str, res: Any) -> None:
     print(
-        f"{name}: {res.n_images} images, accuracy {res.accuracy:.2f}%"
+        f"{name}: {res.n_images} images, "
+        + (
+            "accuracy n/a (no trained classifier)"
+            if res.accuracy is None
+            else f"accuracy {res.accuracy:.2f}%"
+        )  # fmt: skip
         + (f", mean J {res.separability:.3f}" if res.separability is not None else "")
     )
     if res.pxap:

@@ -25,7 +25,8 @@ class EvalResult:
     """Everything :func:`evaluate_model` measured (JSON-able through :meth:`to_dict`)."""
 
     n_images: int
-    accuracy: float
+    #: None for a model without a trained classifier (the fully supervised U-Net)
+    accuracy: float | None
     pxap: dict[str, float] = field(default_factory=dict)
     pixel_rates: dict[str, dict[str, float]] = field(default_factory=dict)
     per_image: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -36,6 +37,11 @@ class EvalResult:
         from dataclasses import asdict
 
         return asdict(self)
+
+
+def has_classifier(model: torch.nn.Module) -> bool:
+    """False for the fully supervised U-Net, whose image head is never trained."""
+    return getattr(model, "config", {}).get("decoder") != "unet"
 
 
 def evaluate_model(
@@ -114,7 +120,7 @@ def evaluate_model(
     has_any = any(a.has_data() for a in pxaps.values()) if pxaps else False
     return EvalResult(
         n_images=len(ds),
-        accuracy=float(cls_acc.accuracy()),
+        accuracy=float(cls_acc.accuracy()) if has_classifier(model) else None,
         pxap={m: float(a.compute()) for m, a in pxaps.items()} if has_any else {},
         pixel_rates={m: r.compute() for m, r in rates.items()} if has_any else {},
         per_image=image_scores,

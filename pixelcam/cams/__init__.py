@@ -1,8 +1,9 @@
 """Localisation maps: one small class per method on a shared base (pytorch-grad-cam style).
 
 Methods (registry names): ``cam``, ``gradcampp``, ``layercam``, ``deepmil``, ``sat``,
-``pixelcam``. Baseline maps are min-max normalised per image at feature resolution; the
-PixelCAM map is the pixel head's FG probability (not normalised); all are bilinearly
+``pixelcam``, and the two decoder references ``negev`` and ``unet``. Baseline maps are
+min-max normalised per image at feature resolution; the PixelCAM map is the pixel head's
+FG probability and the NEGEV/U-Net maps the decoder's (not normalised); all are bilinearly
 upsampled (``align_corners=False``) and lie in [0, 1]. GradCAM++ follows ``grad-cam``'s
 implementation of Chattopadhyay et al. Eq. 19, including its ``eps = 1e-6``.
 """
@@ -22,6 +23,7 @@ from pixelcam.cams.base import (
 )
 from pixelcam.cams.cam import CAM
 from pixelcam.cams.compute import MapResult, compute_maps
+from pixelcam.cams.decoder import NEGEV, UNet
 from pixelcam.cams.deepmil import DeepMILCAM
 from pixelcam.cams.gradcampp import GradCAMPlusPlus
 from pixelcam.cams.layercam import LayerCAM
@@ -31,6 +33,7 @@ from pixelcam.cams.sat import SATCAM
 __all__ = [
     "CAM",
     "GRADIENT_MODES",
+    "NEGEV",
     "SATCAM",
     "CAMMethod",
     "DeepMILCAM",
@@ -39,6 +42,7 @@ __all__ = [
     "LayerCAM",
     "MapResult",
     "PixelCAM",
+    "UNet",
     "available_methods",
     "compute_maps",
     "get_method",

@@ -56,6 +56,13 @@ class CAMMethod:
     def supports(self, model: WSOLModel) -> bool:
         return True
 
+    def applies(self, model: WSOLModel) -> bool:
+        """:meth:`supports`, and a class-specific map also needs a TRAINED classifier (the
+        fully supervised U-Net carries an image head that is never trained)."""
+        if self.class_specific and model.config.get("decoder") == "unet":
+            return False
+        return self.supports(model)
+
     def needs_autograd(self, model: WSOLModel) -> bool:
         return False
 
@@ -152,7 +159,7 @@ def spatial_sum(t: torch.Tensor, hw: int) -> torch.Tensor:
 
 _REGISTRY: dict[str, Callable[..., CAMMethod]] = {}
 #: listing order of the built-in methods (others follow in registration order)
-_ORDER = ("cam", "gradcampp", "layercam", "deepmil", "sat", "pixelcam")
+_ORDER = ("cam", "gradcampp", "layercam", "deepmil", "sat", "pixelcam", "negev", "unet")
 
 
 def _ordered() -> list[str]:
@@ -167,7 +174,8 @@ def register(cls: type[CAMMethod]) -> type[CAMMethod]:
 
 
 def method_names() -> list[str]:
-    """Registered method names: cam, gradcampp, layercam, deepmil, sat, pixelcam, custom."""
+    """Registered method names: cam, gradcampp, layercam, deepmil, sat, pixelcam, negev,
+    unet, then custom ones."""
     return _ordered()
 
 
@@ -189,4 +197,4 @@ def get_method(name: str, **options: object) -> CAMMethod:
 
 def available_methods(model: WSOLModel) -> list[str]:
     """Names of the methods that can run on ``model`` (registry order)."""
-    return [n for n in _ordered() if _REGISTRY[n]().supports(model)]
+    return [n for n in _ordered() if _REGISTRY[n]().applies(model)]

@@ -83,7 +83,7 @@ def resolve_methods(
     out = []
     for m in methods:
         inst = get_method(m, gradient=gradient) if isinstance(m, str) else m
-        if not inst.supports(model):
+        if not inst.applies(model):
             raise InputError(
                 f"map method {inst.name!r} (gradient={getattr(inst, 'gradient', None)!r}) does "
                 f"not apply to a model with head {model.head.kind!r} and pixel head "

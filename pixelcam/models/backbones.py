@@ -277,6 +277,53 @@ class Backbone(nn.Module):
             return feats.permute(0, 3, 1, 2).contiguous()  # NHWC models (e.g. some swins)
         return feats
 
+    def skip_points(self) -> list[tuple[str, int]]:
+        """``(module name, channels)`` of the intermediate features a U-Net decoder uses,
+        finest first: every timm ``feature_info`` stage but the last (ViTs: three evenly
+        spaced blocks, all at the patch grid)."""
+        info = getattr(self.model, "feature_info", None)
+        try:
+            points = [(str(f["module"]), int(f["num_chs"])) for f in info][:-1]
+        except (TypeError, KeyError):
+            points = []
+        if not points:
+            raise InputError(
+                f"backbone {self.name} has no timm feature_info: a decoder cannot find its "
+                "skip features"
+            )
+        if self.family == "vit":
+            n = len(points)
+            points = [points[i] for i in sorted({n // 4, n // 2, (3 * n) // 4})]
+        return points
+
+    def forward_with_skips(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``(last feature map, skip features finest first)``: one forward, the skips
+        captured by forward hooks on the modules of :meth:`skip_points`."""
+        points = self.skip_points()
+        modules = dict(self.model.named_modules())
+        captured: dict[str, torch.Tensor] = {}
+        handles = []
+        for name, _ in points:
+
+            def hook(_m: nn.Module, _i: object, out: torch.Tensor, name: str = name) -> None:
+                captured[name] = out
+
+            handles.append(modules[name].register_forward_hook(hook))
+        try:
+            feats = self(x)
+        finally:
+            for h in handles:
+                h.remove()
+        skips = []
+        for name, channels in points:
+            t = captured[name]
+            if t.ndim == 3:  # ViT tokens
+                t = self._tokens_to_map(t[:, self.num_prefix_tokens :], x)
+            elif t.shape[1] != channels and t.shape[-1] == channels:
+                t = t.permute(0, 3, 1, 2).contiguous()
+            skips.append(t)
+        return feats, skips
+
     def _grid(self, x: torch.Tensor) -> tuple[int, int]:
         pe = self.model.patch_embed
         if hasattr(pe, "dynamic_feat_size"):

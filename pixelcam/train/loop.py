@@ -180,6 +180,28 @@ def _build_model(config: TrainConfig, num_classes: int) -> torch.nn.Module:
     from pixelcam.models import build_model, load_checkpoint
 
     pixel_head = config.pixel_head if config.phase == "pixelcam" else None
+    if config.phase == "negev":
+        init = Path(config.init) if config.init else _teacher_checkpoint(config, "best_cl")
+        teacher, _ = load_checkpoint(init, expect={"num_classes": num_classes})
+        if teacher.decoder is not None:
+            raise InputError(f"{init} already has a decoder: NEGEV starts from a WSOL baseline")
+        arch = dict(teacher.config)
+        arch.update(decoder="negev", decoder_channels=config.decoder_width, freeze_encoder=True)
+        model = build_model(**arch)
+        missing, unexpected = model.load_state_dict(teacher.state_dict(), strict=False)
+        if unexpected or any(not k.startswith("decoder.") for k in missing):
+            raise InputError(f"cannot build NEGEV over {init}: weights do not fit")
+        return model
+    if config.phase == "unet":
+        return build_model(
+            config.backbone,
+            num_classes=num_classes,
+            head="gap",
+            pixel_head=None,
+            weights=config.weights,
+            decoder="unet",
+            decoder_channels=config.decoder_width,
+        )
     if config.phase == "pixelcam":
         init = Path(config.init) if config.init else _teacher_checkpoint(config, "best_cl")
         teacher, _ = load_checkpoint(init, expect={"num_classes": num_classes})
@@ -335,7 +357,7 @@ def _train(
     method = config.map_method
     from pixelcam.cams import get_method
 
-    if not get_method(method).supports(model):
+    if not get_method(method).applies(model):
         raise InputError(f"map method {method!r} does not apply to head {model.config['head']!r}")
 
     n_train = len(train_ds)
@@ -354,8 +376,19 @@ def _train(
         world_size=dist.world_size,
     )
 
+    negative = _negative_class(config, train_ds.class_names)
+    if negative is not None:
+        log.emit("log", message=f"negative evidence: every pixel of class "
+                 f"{train_ds.class_names[negative]!r} images is background")  # fmt: skip
+    if config.phase == "unet":
+        unknown = [r.id for r in train_ds.records if not r.mask_known]
+        if unknown:
+            raise InputError(
+                f"phase 'unet' trains on masks, but {len(unknown)} of {len(train_ds)} training "
+                f"images have none (e.g. {unknown[0]!r})"
+            )
     cams = None
-    if config.phase == "pixelcam":
+    if config.phase in ("pixelcam", "negev"):
         from pixelcam.train.teacher import cached_teacher_cams
 
         teacher_ckpt = _teacher_checkpoint(config, config.teacher_checkpoint)
@@ -376,7 +409,10 @@ def _train(
 
         annotations = annotations_for_dataset(config.annotations, train_ds.ids)
         log.emit("log", message=f"{len(annotations)} images with saved point annotations")
-    train_ds = TrainingView(train_ds, transform, cams, annotations, config.resize)
+    if config.phase == "unet":  # full supervision: the mask slot holds the ground truth
+        train_ds = train_ds.with_transform(transform)
+    else:
+        train_ds = TrainingView(train_ds, transform, cams, annotations, config.resize)
     optimizer = torch.optim.SGD(
         model.param_groups(config.lr, config.head_lr_mult),
         lr=config.lr,
@@ -435,12 +471,17 @@ def _train(
         against an untrained epoch winning on a 6-image valpx); ties go to the later epoch."""
         chosen = []
         acc, loc = metrics["valcl_acc"], metrics["valpx_pxap"]
+        if acc is None:  # U-Net: no classifier; B-CL is simply the latest epoch
+            acc = -math.inf
         best["acc_seen"] = max(best["acc_seen"], acc)
         if acc >= best["cl"]:
             best["cl"] = acc
             chosen.append("best_cl")
         eligible = metrics["epoch"] >= 1 or config.epochs == 0
-        near_best_acc = acc >= best["acc_seen"] - config.select_margin
+        # NEGEV's classifier is frozen and the U-Net has none: no accuracy guard for them
+        near_best_acc = config.phase in ("negev", "unet") or (
+            acc >= best["acc_seen"] - config.select_margin
+        )
         if loc is not None and eligible and near_best_acc and loc >= best["loc"]:
             best["loc"] = loc
             chosen.append("best_loc")
@@ -499,11 +540,14 @@ def _train(
                 outp = net(images) if net is model else _TupleOutput.unpack(net(images))
                 cls_loss = F.cross_entropy(outp.logits, labels)
                 loss = cls_loss
+                if config.phase in ("negev", "unet"):  # the classifier is not trained
+                    cls_loss = cls_loss.detach()
+                    loss = _decoder_loss(outp, batch, images, config, gen, device, negative)
                 if outp.sat_mean_activation is not None:
                     from pixelcam.models.heads import sat_regularization
 
                     loss = loss + sat_regularization(outp)
-                pix_loss = torch.zeros((), device=device)
+                pix_loss = loss if config.phase in ("negev", "unet") else loss.new_zeros(())
                 if config.phase == "pixelcam" and config.lam > 0:
                     seeds = _seeds(batch, config, gen, device)
                     if (seeds != IGNORE).any():
@@ -574,7 +618,7 @@ class _TupleOutput(torch.nn.Module):
     """DDP wants tensors (or tuples of them) out of forward: ModelOutput as a tuple."""
 
     FIELDS = ("logits", "features", "pixel_logits", "attention", "sat_mean_activation",
-              "sat_norm")  # fmt: skip
+              "sat_norm", "seg_logits")  # fmt: skip
 
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
@@ -619,6 +663,49 @@ def _seeds(
     points = batch["mask"]  # TrainingView: trusted user points (255 elsewhere), never GT
     seeds = torch.where(points != IGNORE, points.long(), seeds)
     return seeds.to(device)
+
+
+def _negative_class(config: TrainConfig, class_names) -> int | None:  # noqa: ANN001
+    """Index of the class whose images hold no foreground (NEGEV's negative evidence):
+    ``auto`` = CAMELYON16's ``normal``, none elsewhere (GlaS benign images have glands)."""
+    if config.phase != "negev":
+        return None
+    name = config.negative_class
+    if name == "none" or (name == "auto" and config.dataset != "camelyon16"):
+        return None
+    if name == "auto":
+        name = "normal"
+    if name not in class_names:
+        raise InputError(
+            f"negative class {name!r} is not a class of the dataset ({', '.join(class_names)})"
+        )
+    return list(class_names).index(name)
+
+
+def _decoder_loss(
+    outp,  # noqa: ANN001
+    batch: dict[str, Any],
+    images: torch.Tensor,
+    config: TrainConfig,
+    gen: torch.Generator,
+    device: torch.device,
+    negative: int | None,
+) -> torch.Tensor:
+    """NEGEV: seeds CE + negative evidence + smoothness; U-Net: CE + Dice on the masks."""
+    from pixelcam.train import losses
+
+    logits = outp.seg_logits
+    if config.phase == "unet":
+        return losses.segmentation_loss(logits, batch["mask"].to(device))
+    seeds = _seeds(batch, config, gen, device)
+    loss = losses.seed_ce(logits, seeds)
+    if negative is not None:
+        loss = loss + losses.negative_evidence_ce(logits, batch["label"].to(device) == negative)
+    if config.smooth_weight > 0:
+        fg = torch.softmax(logits.float(), dim=1)[:, 1]
+        rgb = losses.denormalize_batch(images)
+        loss = loss + config.smooth_weight * losses.potts_smoothness(fg, rgb, config.smooth_sigma)
+    return loss
 
 
 def _save_resume(

@@ -44,7 +44,7 @@ def compute_teacher_cams(
     """True-class ``method`` CAMs of every image of ``dataset``, as float32 ``size x size``."""
     from pixelcam.cams import compute_maps, get_method
 
-    if not get_method(method).supports(model):
+    if not get_method(method).applies(model):
         raise InputError(f"teacher method {method!r} does not apply to this checkpoint's head")
     loader = DataLoader(
         dataset.with_transform(EvalTransform(size=size)),

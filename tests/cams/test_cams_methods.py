@@ -44,7 +44,16 @@ def images():
 
 
 def test_registry_lists_every_method_and_rejects_unknown_names():
-    assert method_names() == ["cam", "gradcampp", "layercam", "deepmil", "sat", "pixelcam"]
+    assert method_names() == [
+        "cam",
+        "gradcampp",
+        "layercam",
+        "deepmil",
+        "sat",
+        "pixelcam",
+        "negev",
+        "unet",
+    ]
     with pytest.raises(InputError, match="unknown map method 'gradcam'.*available"):
         get_method("gradcam")
     with pytest.raises(InputError, match="gradient must be one of"):
