@@ -16,7 +16,13 @@ What it trains (``pixelcam.train.train``, nothing re-implemented), per seed:
   own map's B-LOC model, as in the paper;
 - PixelCAM on top of each teacher map (teacher CAMs from the teacher's B-LOC model, network
   initialised from the baseline's B-CL model, as in the authors' code), selected the same
-  way on its PixelCAM map.
+  way on its PixelCAM map;
+- the paper's two references (issue 10, ``--references``): NEGEV over each of the DeepMIL,
+  GradCAM++ and LayerCAM baselines (a U-Net decoder over the FROZEN B-CL baseline, from the
+  same teacher CAMs; the CL column is the frozen classifier's) and the fully supervised
+  U-Net (same backbone, trained on the training masks; CL n/a), both selected on their own
+  map like PixelCAM, both trained for the PixelCAM epoch count. They appear in Tables 1 and
+  4 (not in the t-test, the OOD run or the ablations).
 
 What it reports, each row evaluated from its B-LOC checkpoint
 (``pixelcam.evaluation.evaluate_model``) on the evaluation splits (generated data and
@@ -64,6 +70,8 @@ from typing import Any
 NAMES = {"deepmil": "DeepMIL", "gradcampp": "GradCAM++", "layercam": "LayerCAM", "cam": "CAM"}
 ORDER = ("deepmil", "gradcampp", "layercam", "cam")
 GAP_METHODS = ("cam", "gradcampp", "layercam")
+NEGEV_TEACHERS = ("deepmil", "gradcampp", "layercam")  # the paper's NEGEV rows
+UNET_ROW = "U-Net (full supervision)"
 
 # The paper's numbers (ResNet-50, GlaS test set; Table 3/5: CAMELYON16 -> GlaS).
 PAPER_T1 = {  # (PxAP, CL)
@@ -73,6 +81,10 @@ PAPER_T1 = {  # (PxAP, CL)
     "GradCAM++ w/ PixelCAM": (86.6, 100.0),
     "LayerCAM": (75.1, 100.0),
     "LayerCAM w/ PixelCAM": (83.6, 100.0),
+    "DeepMIL w/ NEGEV": (85.9, 100.0),
+    "GradCAM++ w/ NEGEV": (77.1, 100.0),
+    "LayerCAM w/ NEGEV": (73.8, 100.0),
+    UNET_ROW: (95.8, None),
 }
 PAPER_T2 = {"DeepMIL": (10.8, 1.5e-11), "GradCAM++": (29.1, 1.8e-22), "LayerCAM": (12.7, 4.0e-13)}
 PAPER_T3 = {  # CAMELYON16 -> GlaS (PxAP, CL)
@@ -127,12 +139,14 @@ class Mode:
     seeds: tuple[int, ...]
     lams: tuple[float, ...]
     ns: tuple[int, ...]
+    decoder_width: int = 256  # NEGEV / U-Net decoder (256: the paper-sized decoder)
 
 
 SYNTHETIC_MODES = {
     "default": Mode(100, 128, 128, 112, 128, 30, 15, 32, 0.01, (0, 1, 2),
-                    (1.0, 0.5, 0.1, 0.01, 0.001), (1, 5, 10, 20)),
-    "quick": Mode(40, 64, 64, 56, 64, 15, 8, 16, 0.01, (0,), (1.0, 0.1, 0.001), (1, 5, 10, 20)),
+                    (1.0, 0.5, 0.1, 0.01, 0.001), (1, 5, 10, 20), 32),
+    "quick": Mode(40, 64, 64, 56, 64, 15, 8, 16, 0.01, (0,), (1.0, 0.1, 0.001), (1, 5, 10, 20),
+                  32),
 }  # fmt: skip
 REAL_MODES = {  # ImageNet EfficientNet-Lite0 (the wsol_table.py GlaS configuration)
     "default": Mode(0, 0, 256, 224, 224, 30, 15, 16, 1e-3, (0,), (), ()),
@@ -210,7 +224,8 @@ class BestLocCopies:
         if event.get("event") != "epoch" or not self.methods:
             return
         metrics = event["metrics"]
-        epoch, acc = int(metrics["epoch"]), float(metrics["valcl_acc"])
+        # a U-Net has no classifier (accuracy None): every epoch passes the guard
+        epoch, acc = int(metrics["epoch"]), float(metrics["valcl_acc"] or 0.0)
         if epoch == 0:
             for m in self.methods:  # a fallback file until epoch 1 is in
                 self._copy(self.out / "last", self.out / f"bloc_{m}")
@@ -290,7 +305,8 @@ class Runner:
         self.runs_trained += 1
         self._ready.add(out)
         last = result.history[-1]
-        _say(f"  done in {dt:.1f} s (last epoch: valcl acc {last['valcl_acc']:.1f}, "
+        acc = "n/a" if last["valcl_acc"] is None else f"{last['valcl_acc']:.1f}"
+        _say(f"  done in {dt:.1f} s (last epoch: valcl acc {acc}, "
              f"valpx PxAP {last['valpx_pxap']:.1f})")  # fmt: skip
         return out
 
@@ -334,6 +350,31 @@ class Runner:
             pixel_head=pixel_head, epochs=setup.mode.epochs_pixelcam, **setup.common(seed),
         )  # fmt: skip
         return self._run(config, ("pixelcam",)) / "bloc_pixelcam"
+
+    def negev(self, setup: Setup, seed: int, teacher: str) -> Path:
+        """B-LOC checkpoint of NEGEV over the frozen baseline, from ``teacher``'s CAMs."""
+        from pixelcam.train import TrainConfig
+
+        base = self.baseline(setup, seed, "deepmil" if teacher == "deepmil" else "gap")
+        out = self.root / setup.name / f"seed{seed}" / f"negev-{teacher}"
+        config = TrainConfig(
+            out=str(out), phase="negev", teacher=str(base / f"bloc_{teacher}.json"),
+            init=str(base / "best_cl"), teacher_method=teacher,
+            decoder_width=setup.mode.decoder_width, epochs=setup.mode.epochs_pixelcam,
+            **setup.common(seed),
+        )  # fmt: skip
+        return self._run(config, ("negev",)) / "bloc_negev"
+
+    def unet(self, setup: Setup, seed: int) -> Path:
+        """B-LOC checkpoint of the fully supervised U-Net (trained on the masks)."""
+        from pixelcam.train import TrainConfig
+
+        out = self.root / setup.name / f"seed{seed}" / "unet"
+        config = TrainConfig(
+            out=str(out), phase="unet", decoder_width=setup.mode.decoder_width,
+            epochs=setup.mode.epochs_pixelcam, **setup.common(seed),
+        )  # fmt: skip
+        return self._run(config, ("unet",)) / "bloc_unet"
 
     def checkpoint(self, setup: Setup, seed: int, method: str, pixelcam: bool) -> Path:
         if pixelcam:
@@ -396,8 +437,24 @@ def _rows(teachers: Sequence[str]) -> list[tuple[str, bool]]:
     return [(m, p) for m in ORDER if m in teachers for p in (False, True)]
 
 
+def _references(teachers: Sequence[str], references: Sequence[str]) -> list[tuple[str, str]]:
+    """(row name, map method) of the NEGEV and U-Net rows, in table order."""
+    rows = []
+    if "negev" in references:
+        rows += [
+            (f"{NAMES[t]} w/ NEGEV", t) for t in ORDER if t in teachers and t in NEGEV_TEACHERS
+        ]
+    if "unet" in references:
+        rows.append((UNET_ROW, "unet"))
+    return rows
+
+
 def run_main(
-    runner: Runner, setup: Setup, teachers: Sequence[str], seeds: Sequence[int]
+    runner: Runner,
+    setup: Setup,
+    teachers: Sequence[str],
+    seeds: Sequence[int],
+    references: Sequence[str] = ("negev", "unet"),
 ) -> dict[str, Any]:
     """Tables 1, 2 and 4 on ``setup``'s evaluation splits."""
     cl_ds, px_ds = setup.open(setup.cl_split), setup.open(setup.px_split)
@@ -414,6 +471,15 @@ def run_main(
                                                      "seeds": []})["seeds"].append(
                 {"seed": seed, **ev}
             )  # fmt: skip
+        for name, teacher in _references(teachers, references):
+            if teacher == "unet":
+                ckpt, mm = runner.unet(setup, seed), "unet"
+            else:
+                ckpt, mm = runner.negev(setup, seed, teacher), "negev"
+            ev = runner.evaluate(ckpt, mm, cl_ds, px_ds, f"{setup.name}:eval", setup.device)
+            rows.setdefault(name, {"method": mm, "pixelcam": False, "seeds": []})["seeds"].append(
+                {"seed": seed, **ev}
+            )
     table1, table2, table4 = [], [], []
     for name, row in rows.items():
         s = row["seeds"]
@@ -810,6 +876,12 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--teachers", default=",".join(ORDER), help="baseline maps, e.g. layercam")
     p.add_argument("--parts", default="main,ood,ablations")
+    p.add_argument(
+        "--references", default="negev,unet",
+        help="the paper's reference rows in Table 1/4: negev, unet, both (default) or 'none'",
+    )  # fmt: skip
+    p.add_argument("--decoder-width", type=int, default=None,
+                   help="NEGEV/U-Net first decoder width (mode default)")  # fmt: skip
     p.add_argument("--seeds", default=None, help="e.g. 0,1,2 (mode default)")
     p.add_argument("--epochs-baseline", type=int, default=None)
     p.add_argument("--epochs-pixelcam", type=int, default=None)
@@ -831,7 +903,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _override(mode: Mode, args: argparse.Namespace, synthetic: bool) -> Mode:
     kw: dict[str, Any] = {}
-    for name in ("epochs_baseline", "epochs_pixelcam", "batch_size", "lr"):
+    for name in ("epochs_baseline", "epochs_pixelcam", "batch_size", "lr", "decoder_width"):
         if getattr(args, name) is not None:
             kw[name] = getattr(args, name)
     if args.seeds:
@@ -859,6 +931,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = parts - {"main", "ood", "ablations"}
     if unknown:
         raise SystemExit(f"unknown --parts {sorted(unknown)}; choose from main, ood, ablations")
+    references = () if args.references == "none" else _csv(args.references, str)
+    if set(references) - {"negev", "unet"}:
+        raise SystemExit(f"unknown --references {args.references!r}; choose negev, unet, none")
     teachers = _csv(args.teachers, str)
     bad = [t for t in teachers if t not in NAMES]
     if bad:
@@ -902,7 +977,8 @@ def main(argv: list[str] | None = None) -> int:
     timings: dict[str, float] = {}
     if "main" in parts:
         t0 = time.perf_counter()
-        results["main"] = run_main(runner, main_setup, teachers, main_setup.mode.seeds)
+        results["main"] = run_main(runner, main_setup, teachers, main_setup.mode.seeds,
+                                   references)  # fmt: skip
         timings["main"] = time.perf_counter() - t0
     if "ood" in parts:
         t0 = time.perf_counter()

@@ -102,20 +102,28 @@ def test_smoke_every_part_on_generated_data(reproduce, tmp_path, capsys):
     assert set(res) == {"meta", "main", "ood", "ablations"}
     meta = res["meta"]
     assert meta["command"].startswith(".venv/bin/python benchmarks/reproduce.py --quick")
-    assert meta["mode"] == "quick" and meta["runs_trained"] == 8 and meta["runs_reused"] == 0
+    # 8 WSOL and ablation runs (as before the references), 2 NEGEV, 1 U-Net
+    assert meta["mode"] == "quick" and meta["runs_trained"] == 11 and meta["runs_reused"] == 0
     assert {"cpu", "cores", "torch"} <= set(meta["machine"]) and meta["timings_s"]["total"] > 0
 
     main = res["main"]
     assert main["n_px_images"] == 4 and main["class_names"] == ["benign", "malignant"]
     rows = [r["row"] for r in main["table1"]]
-    assert rows == ["DeepMIL", "DeepMIL w/ PixelCAM", "LayerCAM", "LayerCAM w/ PixelCAM"]
-    for r in main["table1"]:
+    assert rows == ["DeepMIL", "DeepMIL w/ PixelCAM", "LayerCAM", "LayerCAM w/ PixelCAM",
+                    "DeepMIL w/ NEGEV", "LayerCAM w/ NEGEV", "U-Net (full supervision)"]  # fmt: skip
+    for r in main["table1"][:-1]:
         assert 0.0 <= r["pxap"]["mean"] <= 100.0 and r["cl"]["mean"] in (0.0, 25.0, 50.0, 75.0,
                                                                           100.0)  # fmt: skip
         assert r["per_seed"][0]["checkpoint"].endswith(
             "bloc_pixelcam" if r["pixelcam"] else f"bloc_{r['method']}"
         )
     assert main["table1"][0]["paper_pxap"] == 79.9
+    by_row = {r["row"]: r for r in main["table1"]}
+    # NEGEV's classifier is the frozen baseline B-CL: its CL is the baseline's own B-CL
+    assert by_row["LayerCAM w/ NEGEV"]["paper_pxap"] == 73.8
+    unet = by_row["U-Net (full supervision)"]
+    assert unet["cl"]["mean"] is None and unet["paper_pxap"] == 95.8 and unet["paper_cl"] is None
+    assert "| U-Net (full supervision) |" in printed and "| n/a |" in printed
     for r in main["table2"]:
         s = r["per_seed"][0]
         assert s["seed"] == 0 and s["n"] == 4 and set(s) == {"t", "p", "n", "mean_diff", "seed"}
@@ -147,5 +155,5 @@ def test_smoke_every_part_on_generated_data(reproduce, tmp_path, capsys):
     # a second call reuses every finished run (same configuration) and trains nothing
     assert reproduce.main([*TINY, "--out", str(out), "--parts", "main"]) == 0
     again = json.loads((out / "results.json").read_text())
-    assert again["meta"]["runs_trained"] == 0 and again["meta"]["runs_reused"] == 4
+    assert again["meta"]["runs_trained"] == 0 and again["meta"]["runs_reused"] == 7
     assert again["main"]["table1"] == main["table1"]
