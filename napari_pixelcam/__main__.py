@@ -41,6 +41,11 @@ def _parser() -> argparse.ArgumentParser:
         "--grid", action="store_true", help="show the maps side by side, each over the image"
     )
     p.add_argument(
+        "--methods",
+        help="comma-separated maps to compute, e.g. layercam,pixelcam,negev,unet "
+        "(default: the panel's selection, layercam and pixelcam)",
+    )
+    p.add_argument(
         "--no-run", action="store_true", help="do not compute maps on start (just dock the panel)"
     )
     return p
@@ -82,6 +87,16 @@ def main(argv: list[str] | None = None) -> int:
     else:
         viewer.open_sample(PLUGIN, args.sample)
     _, panel = viewer.window.add_plugin_dock_widget(PLUGIN, "PixelCAM")
+    if args.methods:
+        from napari_pixelcam._panel import ALL_METHODS
+
+        names = [m.strip() for m in args.methods.split(",") if m.strip()]
+        unknown = [m for m in names if m not in ALL_METHODS]
+        if unknown:
+            print(f"error: unknown map(s) {unknown}; choose from {ALL_METHODS}", file=sys.stderr)
+            viewer.close()
+            return 2
+        panel.methods.value = names
     if not args.no_run:
         panel.run_maps(wait=args.screenshot is not None)
         if args.grid:

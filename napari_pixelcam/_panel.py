@@ -32,9 +32,11 @@ MODELS_DIR = Path(__file__).resolve().parent / "models"
 #: The bundled sample models (trained by ``sample_data/train_sample_model.py``).
 SAMPLE_PIXELCAM = MODELS_DIR / "sample_pixelcam.json"
 SAMPLE_BASELINE = MODELS_DIR / "sample_baseline.json"
-ALL_METHODS = ("cam", "gradcampp", "layercam", "deepmil", "sat", "pixelcam")
+#: The bundled references: NEGEV over the sample baseline, and a fully supervised U-Net.
+SAMPLE_REFERENCES = (MODELS_DIR / "sample_negev.json", MODELS_DIR / "sample_unet.json")
+ALL_METHODS = ("cam", "gradcampp", "layercam", "deepmil", "sat", "pixelcam", "negev", "unet")
 BASELINE_METHODS = ("cam", "gradcampp", "layercam", "deepmil", "sat")
-COLORMAPS = {"pixelcam": "inferno"}
+COLORMAPS = {"pixelcam": "inferno", "negev": "magma", "unet": "viridis"}
 DEFAULT_COLORMAP = "turbo"
 POINT_COLORS = {1: "#ff2d55", 0: "#00c7ff"}
 
@@ -65,6 +67,16 @@ class PixelCAMPanel(Container):
             filter="*.json *.safetensors",
             value=str(SAMPLE_BASELINE) if SAMPLE_BASELINE.exists() else "",
         )
+        self.references = FileEdit(
+            label="NEGEV / U-Net models",
+            mode="rm",
+            filter="*.json *.safetensors",
+            value=[str(p) for p in SAMPLE_REFERENCES if p.exists()],
+        )
+        self.references.native.setToolTip(
+            "optional reference models for the compare view: NEGEV (a decoder over a frozen "
+            "baseline) and the fully supervised U-Net; their maps are 'negev' and 'unet'"
+        )
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"])
         self.methods = Select(
             label="maps", choices=list(ALL_METHODS), value=["layercam", "pixelcam"]
@@ -73,6 +85,7 @@ class PixelCAMPanel(Container):
         self.run_button = PushButton(text="Compute maps")
         self.progress = ProgressBar(label="progress", min=0, max=1, value=0, visible=False)
         self.result_label = Label(label="result", value="")
+        self.result_label.native.setWordWrap(True)  # a long PxAP line must not widen the dock
 
         self.grid = CheckBox(text="side by side (grid)", value=False)
         self.diff_button = PushButton(text="Difference: PixelCAM - baseline")
@@ -87,7 +100,8 @@ class PixelCAMPanel(Container):
 
         self.extend(
             [
-                self.image_combo, self.mask_combo, self.checkpoint, self.baseline, self.device,
+                self.image_combo, self.mask_combo, self.checkpoint, self.baseline,
+                self.references, self.device,
                 self.methods, self.run_button, self.progress, self.result_label, self.grid,
                 self.diff_button, self.points_source, self.n_points, self.sampler,
                 self.sample_button, self.save_button,
@@ -161,11 +175,13 @@ class PixelCAMPanel(Container):
             data, level_scale = np.asarray(layer.data), np.ones(2)
         methods = list(self.methods.value) or ["pixelcam"]
         ckpt, base = str(self.checkpoint.value), str(self.baseline.value or "")
+        refs = [str(p) for p in (self.references.value or ()) if str(p) not in ("", ".")]
         device = self.device.value
         _import_heavy()
-        self._start(self._maps_job(layer, data, level_scale, methods, ckpt, base, device), wait)
+        job = self._maps_job(layer, data, level_scale, methods, ckpt, base, device, refs)
+        self._start(job, wait)
 
-    def _maps_job(self, layer, data, level_scale, methods, ckpt, base, device):
+    def _maps_job(self, layer, data, level_scale, methods, ckpt, base, device, refs=()):
         """Worker-thread part: plain data in, plain data out (no widget access)."""
         from pixelcam.cams import get_method
         from pixelcam.inference import predict_maps
@@ -174,21 +190,32 @@ class PixelCAMPanel(Container):
         model, meta = self._load(ckpt, device)
         names = meta.get("class_names")
         size = int(meta.get("eval_size", 224))
-        own = [m for m in methods if get_method(m).supports(model)]
-        base_methods = [m for m in methods if m not in own]
+        own = [m for m in methods if get_method(m).applies(model)]
         yield ("progress", 1, 3, "computing maps")
         result = predict_maps(model, data, own, size=size, class_names=names)
         maps = {m: v for m, v in result.maps.items()}
-        if base_methods or (base and Path(base).is_file()):
-            if base and Path(base).is_file():
-                bmodel, _ = self._load(base, device)
-                wanted = [m for m in methods if m != "pixelcam" and get_method(m).supports(bmodel)]
-                if wanted:
-                    bres = predict_maps(bmodel, data, wanted, size=size, target=result.pred)
-                    maps.update(bres.maps)  # baseline maps come from the baseline model
-            missing = [m for m in methods if m not in maps]
-            if missing:
-                raise ValueError(f"maps {missing} do not apply to the chosen model(s)")
+        if base and Path(base).is_file():
+            bmodel, _ = self._load(base, device)
+            wanted = [m for m in methods if m != "pixelcam" and get_method(m).applies(bmodel)]
+            if wanted:
+                bres = predict_maps(bmodel, data, wanted, size=size, target=result.pred)
+                maps.update(bres.maps)  # baseline maps come from the baseline model
+        for ref in refs:  # NEGEV / U-Net: each gives the decoder map it was trained for
+            wanted = [m for m in methods if m not in maps and m in ("negev", "unet")]
+            if not wanted:
+                break
+            rmodel, rmeta = self._load(ref, device)
+            wanted = [m for m in wanted if get_method(m).applies(rmodel)]
+            if wanted:
+                rsize = int(rmeta.get("eval_size", size))
+                rres = predict_maps(rmodel, data, wanted, size=rsize, target=result.pred)
+                maps.update(rres.maps)
+        missing = [m for m in methods if m not in maps]
+        if missing:
+            hint = ""
+            if {"negev", "unet"} & set(missing):
+                hint = " (NEGEV and U-Net maps come from the 'NEGEV / U-Net models' files)"
+            raise ValueError(f"maps {missing} do not apply to the chosen model(s){hint}")
         yield ("progress", 2, 3, "adding layers")
         return ("maps", layer, level_scale, maps, result)
 
@@ -256,7 +283,8 @@ class PixelCAMPanel(Container):
             layers.move(layers.index(backdrop), layers.index(map_layer))
             map_layer.visible = True
         self.viewer.grid.stride = 2
-        self.viewer.grid.shape = (1, -1)  # one row: image | baseline | PixelCAM
+        # one row (image | baseline | PixelCAM); two rows when references join them
+        self.viewer.grid.shape = (1, -1) if len(self._map_layers()) <= 3 else (2, -1)
         self.viewer.grid.enabled = True
         self.viewer.reset_view()
 

@@ -68,7 +68,9 @@ BACKBONES = (
 )
 WEIGHTS = ("none", "imagenet", "file")
 HEADS = ("gap", "deepmil", "sat")
-PHASES = ("baseline", "pixelcam")
+PHASES = ("baseline", "pixelcam", "negev", "unet")
+#: phases that learn from a teacher run's CAM seeds
+TEACHER_PHASES = ("pixelcam", "negev")
 TEACHER_METHODS = ("layercam", "cam", "gradcampp", "deepmil", "sat")
 TEACHER_CHECKPOINTS = ("best_loc", "best_cl", "last")
 SAMPLERS = ("pb", "th")
@@ -163,9 +165,9 @@ def validate_settings(settings: Mapping[str, Any]) -> None:
         raise InputError(f"dataset format {s['dataset']!r} needs a dataset folder")
     if s["data_root"] and s["dataset"] != "synthetic" and not Path(s["data_root"]).is_dir():
         raise InputError(f"dataset folder {s['data_root']} does not exist")
-    if s["phase"] == "pixelcam" and not s["teacher"]:
-        raise InputError("phase 'pixelcam' needs a teacher (a baseline run folder)")
-    if s["phase"] == "pixelcam" and not Path(s["teacher"]).exists():
+    if s["phase"] in TEACHER_PHASES and not s["teacher"]:
+        raise InputError(f"phase {s['phase']!r} needs a teacher (a baseline run folder)")
+    if s["phase"] in TEACHER_PHASES and not Path(s["teacher"]).exists():
         raise InputError(f"teacher {s['teacher']} does not exist")
     if s["weights"] == "file" and not s["weights_file"]:
         raise InputError("weights 'file' needs a weights file (.safetensors or .pt)")
@@ -215,6 +217,14 @@ def build_train_command(settings: Mapping[str, Any], resume: bool = False) -> li
         cmd += ["--weights", "imagenet"]
     elif s["weights"] == "file":
         cmd += ["--weights", path("weights_file")]
+    if s["phase"] == "negev":
+        cmd += [
+            "--teacher", path("teacher"), "--teacher-method", s["teacher_method"],
+            "--teacher-checkpoint", s["teacher_checkpoint"], "--n", str(int(s["n"])),
+            "--sampler", s["sampler"],
+        ]  # fmt: skip
+        if s["annotations"]:
+            cmd += ["--annotations", path("annotations")]
     if s["phase"] == "pixelcam":
         cmd += [
             "--teacher", path("teacher"), "--teacher-method", s["teacher_method"],
@@ -425,7 +435,7 @@ class TrainerWidget(QWidget):
             [("backbone", "backbone"), ("weights", "weights"), ("weights file", "weights_file"),
              ("head", "head"), ("phase", "phase")],
         )  # fmt: skip
-        self.pixelcam_box, _ = group(
+        self.pixelcam_box, self._pixelcam_form = group(
             "PixelCAM (phase 2)",
             [("teacher run", "teacher"), ("teacher method", "teacher_method"),
              ("lambda", "lam"), ("n (seeds)", "n"), ("sampler", "sampler"),
@@ -510,7 +520,10 @@ class TrainerWidget(QWidget):
         _set_row_visible(self._data_form, f["fold"], official)
         _set_row_visible(self._data_form, f["folds_dir"], official)
         _set_row_visible(self._model_form, f["weights_file"], f["weights"].currentText() == "file")
-        self.pixelcam_box.setVisible(f["phase"].currentText() == "pixelcam")
+        phase = f["phase"].currentText()
+        self.pixelcam_box.setVisible(phase in TEACHER_PHASES)
+        self.pixelcam_box.setTitle("NEGEV seeds" if phase == "negev" else "PixelCAM (phase 2)")
+        _set_row_visible(self._pixelcam_form, f["lam"], phase == "pixelcam")
         self.advanced_box.setVisible(self.show_advanced.isChecked())
         synthetic = dataset == "synthetic"
         _set_row_visible(self._advanced_form, f["synthetic_n_per_class"], synthetic)
@@ -976,7 +989,8 @@ class TrainerWidget(QWidget):
 
         A PixelCAM run fills the panel's 'PixelCAM model' (and, when its teacher checkpoint
         exists, 'baseline model' with it); a baseline run fills 'baseline model', whose maps
-        the panel computes beside the PixelCAM model's.
+        the panel computes beside the PixelCAM model's; a NEGEV or U-Net run is added to
+        'NEGEV / U-Net models' (replacing one of the same kind) and its map is selected.
         """
         out = self.output_folder()
         path = out / f"{which}.json" if out is not None else None
@@ -986,7 +1000,22 @@ class TrainerWidget(QWidget):
         config = _read_json(out / "config.json")
         panel = self._find_panel()
         label = {"best_loc": "B-LOC", "best_cl": "B-CL"}.get(which, which)
-        if config.get("phase") == "pixelcam":
+        phase = config.get("phase")
+        if phase in ("negev", "unet"):
+            from pixelcam.models import read_checkpoint_info
+
+            others = []
+            for ref in panel.references.value or ():
+                try:  # a reference of the other kind stays; one of this kind is replaced
+                    kind = read_checkpoint_info(ref)["config"].get("decoder")
+                except Exception:  # noqa: BLE001 - an unreadable entry is dropped
+                    continue
+                if kind != phase:
+                    others.append(str(ref))
+            panel.references.value = [*others, str(path)]
+            panel.methods.value = list(dict.fromkeys([*panel.methods.value, phase]))
+            _notify("info", f"PixelCAM trainer: {phase} {label} model {path} loaded into the panel")
+        elif phase == "pixelcam":
             panel.checkpoint.value = str(path)
             teacher = _teacher_checkpoint(config)
             if teacher is not None:

@@ -44,6 +44,33 @@ def test_maps_become_aligned_layers_with_pxap(panel_and_viewer):
     assert panel.last_result["pxap"]["pixelcam"] > panel.last_result["pxap"]["layercam"]
 
 
+def test_negev_and_unet_maps_join_the_compare_view(panel_and_viewer):
+    """The bundled references (NEGEV over the sample baseline, a fully supervised U-Net)
+    give their maps beside PixelCAM's, each in its own grid pane."""
+    panel, viewer, errors = panel_and_viewer
+    assert [p.name for p in panel.references.value] == ["sample_negev.json", "sample_unet.json"]
+    panel.methods.value = ["layercam", "pixelcam", "negev", "unet"]
+    panel.run_maps(wait=True)
+    assert not errors, errors
+    image = viewer.layers["synthetic malignant"]
+    for method in ("negev", "unet"):
+        layer = viewer.layers[f"{method} [synthetic malignant]"]
+        assert layer.data.shape == image.data.shape[:2] and layer.data.dtype == np.float32
+        assert 0.0 <= layer.data.min() <= layer.data.max() <= 1.0
+    pxap = panel.last_result["pxap"]
+    assert set(pxap) == {"layercam", "pixelcam", "negev", "unet"}
+    assert pxap["unet"] > pxap["layercam"]  # full supervision beats the weak baseline here
+    panel.grid.value = True
+    assert viewer.grid.enabled
+    panes = [ly for ly in viewer.layers if "pixelcam_backdrop" in ly.metadata]
+    assert len(panes) == 4
+    # without reference files, asking for their maps is a clear error, not a crash
+    panel.references.value = []
+    panel.methods.value = ["pixelcam", "unet"]
+    panel.run_maps(wait=True)
+    assert errors and "NEGEV / U-Net models" in errors[-1]
+
+
 def test_compare_grid_and_difference(panel_and_viewer):
     panel, viewer, errors = panel_and_viewer
     panel.methods.value = ["layercam", "pixelcam"]

@@ -102,11 +102,23 @@ def test_command_matches_the_cli(tmp_path):
     assert args.resume and args.epochs == 12 and args.out == str(Path("r").resolve())
 
 
+def test_reference_phases_build_their_commands(tmp_path):
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    negev = {**TINY, "out": "n", "phase": "negev", "teacher": str(teacher), "n": 7, "lam": 0.3}
+    validate_settings(negev)
+    args = _parse(build_train_command(negev))
+    assert (args.phase, args.teacher, args.n, args.lam) == ("negev", str(teacher), 7, 1.0)
+    args = _parse(build_train_command({**TINY, "out": "u", "phase": "unet"}))
+    assert args.phase == "unet" and args.teacher is None
+
+
 @pytest.mark.parametrize(
     ("bad", "words"),
     [
         ({"dataset": "glas"}, "needs a dataset folder"),
         ({"phase": "pixelcam"}, "needs a teacher"),
+        ({"phase": "negev"}, "phase 'negev' needs a teacher"),
         ({"weights": "file"}, "weights file"),
         ({"crop": 300}, "must not exceed resize"),
         ({"lr": 0.0}, "learning rate"),
@@ -252,6 +264,24 @@ def test_train_cancel_resume_and_load_into_panel(dock, tmp_path, qtbot, monkeypa
     assert Path(panel.checkpoint.value) == pix / "best_cl.json"
     assert notes[-1][0] == "info" and "B-CL" in notes[-1][1]
     assert widget.load_into_panel("last") is None and notes[-1][0] == "error"
+
+    # a U-Net run joins the reference models (replacing the bundled U-Net, keeping NEGEV)
+    # and its map is selected (routing reads the run folder; training is in tests/train)
+    from napari_pixelcam._panel import SAMPLE_REFERENCES
+
+    unet = tmp_path / "unet"
+    unet.mkdir()
+    for ext in (".json", ".safetensors"):
+        shutil.copy(SAMPLE_REFERENCES[1].with_suffix(ext), unet / f"best_loc{ext}")
+    (unet / "config.json").write_text(json.dumps({**config, "phase": "unet"}))
+    widget.set_settings(out=str(unet))
+    panel.references.value = [str(p) for p in SAMPLE_REFERENCES]
+    assert widget.load_into_panel("best_loc") == unet / "best_loc.json"
+    assert [Path(p) for p in panel.references.value] == [
+        SAMPLE_REFERENCES[0],
+        unet / "best_loc.json",
+    ]
+    assert "unet" in panel.methods.value
 
     # an old run folder fills a fresh form
     fresh = TrainerWidget(viewer)
