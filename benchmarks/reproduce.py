@@ -282,9 +282,10 @@ class Runner:
         need += [out / f"bloc_{m}.json" for m in track]
         if (out / "events.jsonl").exists() and (out / "config.json").exists():
             events = read_events(out / "events.jsonl")
-            same = json.loads((out / "config.json").read_text()) == json.loads(
-                json.dumps(config.to_dict())
-            )
+            # keys added to TrainConfig since a run was saved count at their defaults
+            defaults = dataclasses.asdict(type(config)(out=config.out))
+            saved = {**defaults, **json.loads((out / "config.json").read_text())}
+            same = saved == json.loads(json.dumps(config.to_dict()))
             if same and events and events[-1]["event"] == "done" and all(p.exists() for p in need):
                 self.runs_reused += 1
                 self._ready.add(out)

@@ -5,6 +5,7 @@ Usage::
     .venv/bin/python benchmarks/slide.py --quick          # 4k and 8k slides
     .venv/bin/python benchmarks/slide.py                  # 8k and 16k slides
     .venv/bin/python benchmarks/slide.py --sizes 8192 16384 --json runs/slide.json
+    .venv/bin/python benchmarks/slide.py --sizes 8192 --scheduler threads local:2
 
 For each size it writes (once; kept in ``--work``) a pyramidal RGB TIFF slide: near-white
 glass with elliptic tissue regions (the same layout, scaled, at every size) filled with
@@ -24,6 +25,13 @@ subprocess per size (so that each peak RSS is clean), it
 Reported: tiles/s of both, their ratio (aim >= 0.9), peak RSS and its growth over the RSS
 after the warm-up, and the ratio of the peak RSS of the largest slide to the smallest
 (aim: near 1, memory must not grow with the slide).
+
+``--scheduler`` (several values: one measurement each, in the order given, same slide)
+picks where the model runs: ``threads`` (default) or ``sync`` in the measuring process, or
+a ``dask.distributed`` cluster: ``local:N`` starts a ``LocalCluster`` of N single-thread
+worker processes in the measuring process (warmed up with a small prediction before the
+clock starts), anything else is a scheduler address (``tcp://host:8786``). With a cluster
+the peak RSS is the client's (the workers are other processes).
 """
 
 from __future__ import annotations
@@ -96,6 +104,25 @@ def _current_rss_mb() -> float:
         return float("nan")
 
 
+def _cluster(scheduler: str):
+    """``(scheduler for predict_slide, things to close)`` for ``--scheduler``."""
+    if scheduler in ("threads", "sync"):
+        return scheduler, []
+    import distributed
+
+    if scheduler.startswith("local:"):
+        cluster = distributed.LocalCluster(
+            n_workers=int(scheduler[6:]), threads_per_worker=1, processes=True,
+            dashboard_address=":0",
+        )  # fmt: skip
+        client = distributed.Client(cluster, set_as_default=False)
+        return client, [client, cluster]
+    from pixelcam.slide.cluster import connect_scheduler
+
+    client = connect_scheduler(scheduler)
+    return client, [client]
+
+
 def worker(args: argparse.Namespace) -> None:
     """One measurement in this (fresh) process; prints a JSON line."""
     import torch
@@ -130,12 +157,22 @@ def worker(args: argparse.Namespace) -> None:
     thumb, scale = read_thumbnail(levels, 0, max(1.0, tile / 32))
     n_tiles = int((tile_tissue_fractions(_mask(thumb), grid, scale) >= args.min_tissue).sum())
     del thumb
+    scheduler, opened = _cluster(args.scheduler)
+    if opened:  # workers import torch and build the model: not part of the measurement
+        warm = np.random.default_rng(0).integers(0, 255, (2 * tile, 2 * tile, 3), np.uint8)
+        predict_slide(
+            model, warm, Path(args.work) / "warm.tif", ("pixelcam",), tile=tile,
+            model_input=mi, batch_size=b, min_tissue=0.0, scheduler=scheduler,
+        )  # fmt: skip
+        Path(args.work, "warm_pixelcam.tif").unlink()
     before = plain(n_tiles)
     summary = predict_slide(
         model, args.slide, out, ("pixelcam",), tile=tile, overlap=args.overlap,
-        model_input=mi, batch_size=b, min_tissue=args.min_tissue,
+        model_input=mi, batch_size=b, min_tissue=args.min_tissue, scheduler=scheduler,
     )  # fmt: skip
     peak = _peak_rss_mb()
+    for thing in opened:
+        thing.close()
     after = plain(n_tiles)
     reference = 0.5 * (before + after)
     summary.update(
@@ -164,6 +201,13 @@ def main() -> None:
     p.add_argument("--model-input", type=int, default=224)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--min-tissue", type=float, default=0.05)
+    p.add_argument(
+        "--scheduler",
+        nargs="+",
+        default=["threads"],
+        help="threads, sync, local:N (a LocalCluster of N worker processes) or a "
+        "dask.distributed address; several: one measurement each (default: threads)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the maps written")
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -171,13 +215,14 @@ def main() -> None:
     p.add_argument("--size", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
+        args.scheduler = args.scheduler[0]
         worker(args)
         return
     sizes = args.sizes or ([4096, 8192] if args.quick else [8192, 16384])
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     results = []
-    for size in sizes:
+    for size, scheduler in [(size, sch) for size in sizes for sch in args.scheduler]:
         slide = work / f"slide_{size}.tif"
         if not slide.is_file():
             made = make_slide(slide, size)
@@ -187,16 +232,18 @@ def main() -> None:
         names = ("work", "backbone", "tile", "overlap", "model_input", "batch_size", "min_tissue")
         for name in names:
             cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+        cmd += ["--scheduler", scheduler]
         if args.keep:
             cmd.append("--keep")
         proc = subprocess.run(cmd, capture_output=True, text=True)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
         if proc.returncode != 0 or not lines:
-            sys.exit(f"worker failed for {size}:\n{proc.stdout}\n{proc.stderr}")
+            sys.exit(f"worker failed for {size} ({scheduler}):\n{proc.stdout}\n{proc.stderr}")
         res = json.loads(lines[-1][7:])
+        res["scheduler_arg"] = scheduler
         results.append(res)
         print(
-            f"{size:>6} px: {res['tiles_processed']}/{res['tiles_total']} tiles in "
+            f"{size:>6} px, {scheduler}: {res['tiles_processed']}/{res['tiles_total']} tiles in "
             f"{res['seconds']:.1f} s = {res['tiles_per_s']:.1f} tiles/s (plain forward "
             f"{res['plain_tiles_per_s']:.1f}/s, ratio {res['throughput_ratio']:.2f}); model "
             f"{res['model_seconds']:.1f} s, waiting for tiles {res['read_wait_seconds']:.1f} s; "
@@ -209,8 +256,9 @@ def main() -> None:
         "backbone": args.backbone,
         "results": results,
     }
-    if len(results) > 1:
-        report["peak_rss_ratio"] = results[-1]["peak_rss_mb"] / results[0]["peak_rss_mb"]
+    if len(sizes) > 1:  # of the first --scheduler
+        first = [r for r in results if r["scheduler_arg"] == args.scheduler[0]]
+        report["peak_rss_ratio"] = first[-1]["peak_rss_mb"] / first[0]["peak_rss_mb"]
         print(f"peak RSS {sizes[-1]} / {sizes[0]}: {report['peak_rss_ratio']:.2f} (aim: near 1)")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

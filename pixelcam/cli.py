@@ -250,6 +250,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="tiles with a smaller tissue fraction are skipped (default: 0.05)",
     )
     p.add_argument("--level", type=int, default=0, help="pyramid level to read (default: 0)")
+    p.add_argument(
+        "--scheduler",
+        type=_scheduler,
+        default="threads",
+        help="tiled prediction: 'threads' (default) or 'sync' (the local dask scheduler of the "
+        "tile reads; the model runs here), or a dask.distributed scheduler address "
+        "(tcp://host:8786): the model then runs on its workers, which must see the slide "
+        "files at the same paths; --device is then the workers' device",
+    )
     p.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("synth", help="write a synthetic H&E dataset (generic folder format)")
@@ -412,7 +421,29 @@ def _print_table(name: str, res: Any) -> None:
             )
 
 
+def _scheduler(text: str) -> str:
+    from pixelcam.slide.cluster import is_address
+
+    if text in ("threads", "sync") or is_address(text):
+        return text.strip()
+    raise argparse.ArgumentTypeError(
+        f"expected 'threads', 'sync' or a dask.distributed address (tcp://host:port), got {text!r}"
+    )
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
+    from pixelcam.slide.cluster import connect_scheduler, is_address
+
+    if not is_address(args.scheduler):
+        return _predict_files(args, args.scheduler)
+    client = connect_scheduler(args.scheduler)  # a bad address: one line, exit 2, at once
+    try:
+        return _predict_files(args, client)
+    finally:
+        client.close()
+
+
+def _predict_files(args: argparse.Namespace, scheduler: Any) -> int:
     import numpy as np
     import tifffile
     import torch
@@ -425,7 +456,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from pixelcam.slide.predict import needs_tiling, predict_slide
     from pixelcam.train import resolve_device
 
-    device = resolve_device(args.device)
+    cluster = scheduler not in ("threads", "sync")
+    # On a cluster --device names the workers' device; what runs here picks its own.
+    device = resolve_device("auto" if cluster else args.device)
+    tiled_device = (None if args.device == "auto" else args.device) if cluster else device
     model, meta = load_checkpoint(args.checkpoint, device=device)
     methods = _methods(args.methods, model)
     files = _collect_images(args.inputs)
@@ -438,7 +472,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             summary = predict_slide(
                 model, path, out / f"{path.stem}.tif", methods, level=args.level,
                 tile=args.tile or 512, overlap=args.overlap, model_input=args.size,
-                min_tissue=args.min_tissue, device=device,
+                min_tissue=args.min_tissue, device=tiled_device, scheduler=scheduler,
             )  # fmt: skip
             print(
                 f"{path}: {summary['tiles_processed']} of {summary['tiles_total']} tiles "

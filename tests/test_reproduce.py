@@ -109,8 +109,10 @@ def test_smoke_every_part_on_generated_data(reproduce, tmp_path, capsys):
     main = res["main"]
     assert main["n_px_images"] == 4 and main["class_names"] == ["benign", "malignant"]
     rows = [r["row"] for r in main["table1"]]
-    assert rows == ["DeepMIL", "DeepMIL w/ PixelCAM", "LayerCAM", "LayerCAM w/ PixelCAM",
-                    "DeepMIL w/ NEGEV", "LayerCAM w/ NEGEV", "U-Net (full supervision)"]  # fmt: skip
+    assert rows == [
+        "DeepMIL", "DeepMIL w/ PixelCAM", "LayerCAM", "LayerCAM w/ PixelCAM", "DeepMIL w/ NEGEV",
+        "LayerCAM w/ NEGEV", "U-Net (full supervision)",
+    ]  # fmt: skip
     for r in main["table1"][:-1]:
         assert 0.0 <= r["pxap"]["mean"] <= 100.0 and r["cl"]["mean"] in (0.0, 25.0, 50.0, 75.0,
                                                                           100.0)  # fmt: skip

@@ -17,6 +17,12 @@ tile row of the slide's width, and finished rows go to one
 :class:`~pixelcam.slide.writer.PyramidWriter` per method, which compresses them in its own
 thread. Only the tissue thumbnail (at most about 4 M pixels) depends on the slide's area.
 
+**Past one machine.** With ``scheduler`` a ``dask.distributed`` address
+(``tcp://host:8786``...) or a ``distributed.Client``, the model runs on the cluster's
+workers, a task per batch of tiles, while the client detects the tissue, blends and writes
+as above (:mod:`pixelcam.slide.cluster`: the model is sent once per worker, a slide file is
+read by the workers at the client's path, a few batches are in flight at a time).
+
 Maps are at the resolution of the level read: ``level=1`` of a 40x slide gives maps at 20x.
 Class-specific maps (CAM, GradCAM++, LayerCAM...) explain each tile's own predicted class
 unless ``target`` is given; normalised maps (min-max per tile) are less comparable from one
@@ -38,7 +44,8 @@ from pixelcam.errors import InputError
 
 __all__ = ["LARGE_SIDE", "SCHEDULERS", "needs_tiling", "output_paths", "predict_slide"]
 
-#: dask schedulers that read the tiles (a ``dask.distributed`` address is not supported).
+#: Local dask schedulers (the tiles are read with it, the model runs in this process).
+#: ``predict_slide`` also takes a ``dask.distributed`` address or ``distributed.Client``.
 SCHEDULERS: tuple[str, ...] = ("threads", "sync")
 
 _THUMBNAIL_PIXELS = 2**22
@@ -122,16 +129,18 @@ def _check_level(levels: list[Any], level: int, name: str) -> Any:
     return arr
 
 
-def _check_scheduler(scheduler: str) -> str:
-    if scheduler in SCHEDULERS:
-        return scheduler
-    import importlib.util
+def _check_scheduler(scheduler: Any) -> Any:
+    from pixelcam.slide.cluster import is_address, is_client
 
-    installed = importlib.util.find_spec("distributed") is not None
+    if scheduler in SCHEDULERS or is_client(scheduler):
+        return scheduler
+    if is_address(scheduler):
+        return scheduler.strip()
+    shown = scheduler if isinstance(scheduler, str) else type(scheduler).__name__
     raise InputError(
-        f"scheduler must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}; a dask."
-        "distributed address is not supported"
-        + ("" if installed else " (and dask.distributed is not installed)")
+        f"scheduler must be one of {', '.join(SCHEDULERS)}, a dask.distributed scheduler "
+        f"address (tcp://host:port, tls://..., inproc://...) or a distributed.Client, "
+        f"got {shown!r}"
     )
 
 
@@ -149,7 +158,7 @@ def predict_slide(
     min_tissue: float = 0.05,
     device: Any = None,
     progress: Callable[[int, int], None] | None = None,
-    scheduler: str = "threads",
+    scheduler: Any = "threads",
     window: str = "hann",
     target: int | None = None,
     compression_level: int = 0,
@@ -162,10 +171,16 @@ def predict_slide(
     side and overlap in pixels of that level. ``model_input``: side the tiles are resized
     to (None: the tile size). ``min_tissue``: minimal tissue fraction of a processed tile
     (0 processes every tile). ``device``: where to run (the model is moved there; default:
-    where the model is). ``progress(done, total)``: called after each batch, in processed
-    tiles. ``scheduler``: dask scheduler of the tile reads, ``"threads"`` or ``"sync"`` (a
-    ``dask.distributed`` address is not supported); the reads run in a background thread
-    either way, and ``"sync"`` was ~10 % faster on 2 cores. ``window``: the seam blending
+    where the model is; on a cluster: the workers' device, default CUDA where a worker has
+    it, else its CPU). ``progress(done, total)``: called after each batch, in processed
+    tiles. ``scheduler``: ``"threads"`` or ``"sync"``: the local dask scheduler of the tile
+    reads, which run in a background thread while the model runs here (``"sync"`` was ~10 %
+    faster on 2 cores); or a ``dask.distributed`` scheduler address (``tcp://host:port``,
+    ``tls://...``, ``inproc://...``; an unreachable one raises an
+    :class:`~pixelcam.errors.InputError` within
+    :data:`~pixelcam.slide.cluster.CONNECT_TIMEOUT` seconds) or a ``distributed.Client``:
+    the model then runs on the cluster's workers (see :mod:`pixelcam.slide.cluster`; the
+    workers must see a slide file at the same path as here). ``window``: the seam blending
     window (:data:`~pixelcam.slide.tiling.WINDOWS`).
     ``target``: the class class-specific maps explain (default: each tile's prediction).
     ``compression_level``: zlib level of the map tiles that are not constant (default 0,
@@ -176,15 +191,23 @@ def predict_slide(
     ``seconds`` (wall time, everything included), ``tiles_per_s`` (processed tiles per
     second), ``model_seconds`` (preprocessing and :func:`compute_maps`),
     ``read_wait_seconds`` (waiting for tiles), ``tissue_seconds``, ``shape`` (of the maps),
-    ``level`` and ``outputs`` (method -> path).
+    ``level``, ``outputs`` (method -> path) and ``scheduler`` (``"threads"``, ``"sync"`` or
+    the address of the dask.distributed scheduler). On a cluster, ``model_seconds`` and
+    ``read_seconds`` (tile reads) are summed over the workers' tasks, ``read_wait_seconds``
+    is the client's time waiting for results, and ``workers``, ``threads`` (worker threads)
+    and ``in_flight`` (most batches submitted at a time) describe the cluster.
     """
+    import dask
+
     from pixelcam.cams.compute import resolve_methods
+    from pixelcam.slide.reader import SLIDE_EXTENSIONS
     from pixelcam.slide.tiling import StripBlender, TileGrid, batched
     from pixelcam.slide.tissue import read_thumbnail, tile_tissue_fractions, tissue_mask
     from pixelcam.slide.writer import PyramidWriter
 
     start = time.perf_counter()
     scheduler = _check_scheduler(scheduler)
+    local = scheduler in SCHEDULERS
     if batch_size < 1:
         raise InputError(f"batch_size must be positive, got {batch_size}")
     if model_input is not None and model_input < 16:
@@ -197,64 +220,92 @@ def predict_slide(
     arr = _check_level(levels, level, source_name)
     grid = TileGrid.from_shape(arr.shape, tile, overlap)
     height, width = grid.height, grid.width
+    slide_path = None  # a slide file the workers read themselves
+    if (
+        not local
+        and isinstance(source, (str, Path))
+        and Path(source).suffix.lower() in SLIDE_EXTENSIONS
+    ):
+        slide_path = Path(source).resolve()
 
-    if device is not None:
-        model.to(device)
-    device = next(model.parameters()).device
-
-    tissue_start = time.perf_counter()
-    if min_tissue > 0:
-        max_factor = max(1.0, tile / 32, math.sqrt(height * width / _THUMBNAIL_PIXELS))
-        thumb, scale = read_thumbnail(levels, int(level), max_factor)
-        fractions = tile_tissue_fractions(tissue_mask(thumb), grid, scale)
-        keep = fractions >= float(min_tissue)
+    client = owned = None
+    if local:
+        if device is not None:
+            model.to(device)
+        device = next(model.parameters()).device
     else:
-        keep = np.ones((grid.rows, grid.cols), bool)
-    tissue_seconds = time.perf_counter() - tissue_start
-    jobs = [(r, c) for r, c in grid if keep[r, c]]
+        from pixelcam.slide.cluster import resolve_client
 
-    blender = StripBlender(grid, names, window=window, keep=keep)
-    paths = output_paths(out_path, names)
-    meta = {"source": source_name, "level": int(level), "tile": grid.tile_h, "overlap": overlap}
-    writers: dict[str, PyramidWriter] = {}
-    model_seconds = wait_seconds = 0.0
+        client, owned = resolve_client(scheduler)
     try:
-        for name in names:
-            writers[name] = PyramidWriter(
-                paths[name], (height, width), np.float32, metadata={**meta, "method": name},
-                compression_level=compression_level,
-            )  # fmt: skip
+        tissue_start = time.perf_counter()
+        if min_tissue > 0:
+            max_factor = max(1.0, tile / 32, math.sqrt(height * width / _THUMBNAIL_PIXELS))
+            # never on a default distributed client: the thumbnail is small and read here
+            with dask.config.set(scheduler=scheduler if local else "threads"):
+                thumb, scale = read_thumbnail(levels, int(level), max_factor)
+            fractions = tile_tissue_fractions(tissue_mask(thumb), grid, scale)
+            keep = fractions >= float(min_tissue)
+        else:
+            keep = np.ones((grid.rows, grid.cols), bool)
+        tissue_seconds = time.perf_counter() - tissue_start
+        jobs = [(r, c) for r, c in grid if keep[r, c]]
 
-        def read(batch: list[tuple[int, int]]) -> np.ndarray:
-            return _read_tiles(arr, [grid.box(r, c) for r, c in batch], scheduler)
+        blender = StripBlender(grid, names, window=window, keep=keep)
+        paths = output_paths(out_path, names)
+        meta = {"source": source_name, "level": int(level), "tile": grid.tile_h}
+        meta["overlap"] = overlap
+        writers: dict[str, PyramidWriter] = {}
+        done = 0
+
+        def consume(batch: list[tuple[int, int]], maps: dict[str, np.ndarray]) -> None:
+            nonlocal done
+            for k, (r, c) in enumerate(batch):
+                # Rows above this tile row are final (tiles come in row-major order):
+                # handing them over first keeps the band at one tile row.
+                _emit(blender, grid.ys[r], writers)
+                blender.add(r, c, {n: maps[n][k] for n in names})
+            done += len(batch)
+            if progress is not None:
+                progress(done, len(jobs))
+
+        def boxes(batch: list[tuple[int, int]]) -> list[tuple[int, int, int, int]]:
+            return [grid.box(r, c) for r, c in batch]
 
         batches = list(batched(jobs, batch_size))
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pixelcam-tiles") as pool:
-            pending = pool.submit(read, batches[0]) if batches else None
-            done = 0
-            for i, batch in enumerate(batches):
-                t0 = time.perf_counter()
-                tiles = pending.result()
-                wait_seconds += time.perf_counter() - t0
-                pending = pool.submit(read, batches[i + 1]) if i + 1 < len(batches) else None
-                t0 = time.perf_counter()
-                maps = _run_model(model, tiles, insts, model_input, device, target)
-                model_seconds += time.perf_counter() - t0
-                for k, (r, c) in enumerate(batch):
-                    # Rows above this tile row are final (tiles come in row-major order):
-                    # handing them over first keeps the band at one tile row.
-                    _emit(blender, grid.ys[r], writers)
-                    blender.add(r, c, {n: maps[n][k] for n in names})
-                done += len(batch)
-                if progress is not None:
-                    progress(done, len(jobs))
-        _emit(blender, height, writers)
-        for writer in writers.values():
-            writer.close()
-    except BaseException:
-        for writer in writers.values():
-            writer.abort()
-        raise
+        extra: dict[str, Any] = {}
+        try:
+            for name in names:
+                writers[name] = PyramidWriter(
+                    paths[name], (height, width), np.float32, metadata={**meta, "method": name},
+                    compression_level=compression_level,
+                )  # fmt: skip
+            if local:
+                model_seconds, wait_seconds = _run_local(
+                    model, arr, batches, boxes, consume, insts, model_input, device, target,
+                    scheduler,
+                )  # fmt: skip
+            else:
+                from pixelcam.slide.cluster import run_batches
+
+                stats = run_batches(
+                    client, model, insts, arr, slide_path, int(level), batches, boxes, consume,
+                    model_input=model_input, device=device, target=target,
+                    tile_pixels=grid.tile_h * grid.tile_w,
+                )  # fmt: skip
+                model_seconds, wait_seconds = stats["model_seconds"], stats["wait_seconds"]
+                extra = {k: stats[k] for k in ("read_seconds", "workers", "threads", "in_flight")}
+                scheduler = stats["address"]
+            _emit(blender, height, writers)
+            for writer in writers.values():
+                writer.close()
+        except BaseException:
+            for writer in writers.values():
+                writer.abort()
+            raise
+    finally:
+        if owned:
+            client.close()
     seconds = time.perf_counter() - start
     return {
         "tiles_total": len(grid),
@@ -268,7 +319,39 @@ def predict_slide(
         "shape": (height, width),
         "level": int(level),
         "outputs": {n: str(p) for n, p in paths.items()},
+        "scheduler": scheduler,
+        **extra,
     }
+
+
+def _run_local(
+    model: Any,
+    arr: Any,
+    batches: list[list[tuple[int, int]]],
+    boxes: Callable[[list[tuple[int, int]]], list[tuple[int, int, int, int]]],
+    consume: Callable[[list[tuple[int, int]], dict[str, np.ndarray]], None],
+    insts: list[Any],
+    model_input: int | None,
+    device: Any,
+    target: int | None,
+    scheduler: str,
+) -> tuple[float, float]:
+    """The model in this process, the next batch read meanwhile in a background thread.
+    Returns ``(model seconds, seconds waiting for tiles)``."""
+    model_seconds = wait_seconds = 0.0
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pixelcam-tiles") as pool:
+        pending = pool.submit(_read_tiles, arr, boxes(batches[0]), scheduler) if batches else None
+        for i, batch in enumerate(batches):
+            t0 = time.perf_counter()
+            tiles = pending.result()
+            wait_seconds += time.perf_counter() - t0
+            if i + 1 < len(batches):
+                pending = pool.submit(_read_tiles, arr, boxes(batches[i + 1]), scheduler)
+            t0 = time.perf_counter()
+            maps = _run_model(model, tiles, insts, model_input, device, target)
+            model_seconds += time.perf_counter() - t0
+            consume(batch, maps)
+    return model_seconds, wait_seconds
 
 
 def _emit(blender: Any, until: int, writers: dict[str, Any]) -> None:
