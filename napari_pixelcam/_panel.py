@@ -25,6 +25,8 @@ from magicgui.widgets import (
     SpinBox,
 )
 
+from napari_pixelcam._viewport import LiveMaps
+
 if TYPE_CHECKING:
     import napari
 
@@ -115,6 +117,8 @@ class PixelCAMPanel(Container):
         viewer.layers.events.inserted.connect(self._refresh)
         viewer.layers.events.removed.connect(self._refresh)
         self._refresh()
+        # "visible region only (live)": maps of the view of a large image, as it moves
+        self.live = LiveMaps(self)
 
     # ------------------------------------------------------------------ layer lists
     def _layers_of(self, kind: str) -> list:
