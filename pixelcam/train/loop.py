@@ -518,6 +518,7 @@ def _train(
             g["lr"] = base * lr_scale
         epoch_seed = config.seed * 100003 + epoch + 7919 * dist.rank
         gen = torch.Generator().manual_seed(epoch_seed)
+        seed_gen = _device_generator(device, epoch_seed, fallback=gen)
         torch.manual_seed(epoch_seed)
         if sampler is not None:
             sampler.set_epoch(epoch)
@@ -542,14 +543,14 @@ def _train(
                 loss = cls_loss
                 if config.phase in ("negev", "unet"):  # the classifier is not trained
                     cls_loss = cls_loss.detach()
-                    loss = _decoder_loss(outp, batch, images, config, gen, device, negative)
+                    loss = _decoder_loss(outp, batch, images, config, seed_gen, device, negative)
                 if outp.sat_mean_activation is not None:
                     from pixelcam.models.heads import sat_regularization
 
                     loss = loss + sat_regularization(outp)
                 pix_loss = loss if config.phase in ("negev", "unet") else loss.new_zeros(())
                 if config.phase == "pixelcam" and config.lam > 0:
-                    seeds = _seeds(batch, config, gen, device)
+                    seeds = _seeds(batch, config, seed_gen, device)
                     if (seeds != IGNORE).any():
                         pl = F.interpolate(
                             outp.pixel_logits.float(),
@@ -645,13 +646,30 @@ def _check_finite(model: torch.nn.Module, epoch: int, out: Path) -> None:
             )
 
 
+def _device_generator(
+    device: torch.device, seed: int, fallback: torch.Generator
+) -> torch.Generator:
+    """The generator of the seed pixels: on the training device, so that sampling runs
+    where the CAMs are used (on a GPU, drawing seeds on the CPU cost more than the whole
+    baseline step at batch 16: benchmarks/speed.py); the CPU generator on the CPU."""
+    if device.type == "cpu":
+        return fallback
+    try:
+        return torch.Generator(device=device).manual_seed(seed)
+    except (RuntimeError, TypeError):  # a device without its own generator
+        return fallback
+
+
 def _seeds(
     batch: dict[str, Any], config: TrainConfig, gen: torch.Generator, device: torch.device
 ) -> torch.Tensor:
+    """FG/BG seeds sampled from the batch's teacher CAMs where ``gen`` lives, with the
+    user's points on top, on ``device``."""
     cams = batch["cam"]
     if cams is None:
         raise TrainingError("phase pixelcam without teacher CAMs in the batch")
-    eligible = batch["label"] > 0 if config.positive_only else None
+    cams = cams.to(gen.device, non_blocking=True)
+    eligible = batch["label"].to(gen.device) > 0 if config.positive_only else None
     seeds = sample_seeds(
         cams,
         n=config.n,
@@ -660,7 +678,7 @@ def _seeds(
         eligible=eligible,
         generator=gen,
     )
-    points = batch["mask"]  # TrainingView: trusted user points (255 elsewhere), never GT
+    points = batch["mask"].to(seeds.device)  # TrainingView: user points (255 elsewhere), never GT
     seeds = torch.where(points != IGNORE, points.long(), seeds)
     return seeds.to(device)
 
