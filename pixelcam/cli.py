@@ -7,6 +7,7 @@ and a one-line message naming the file or value; ``--help`` documents every opti
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Sequence
@@ -536,9 +537,23 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _interruptible() -> None:
+    """Ctrl-C / SIGINT stops a command cleanly (checkpoints kept, run lock released), even
+    when the process was started with SIGINT ignored, as a shell does for background jobs
+    (``cmd &``) and as Python then keeps: the trainer dock cancels its child with SIGINT."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        with contextlib.suppress(ValueError, OSError):
+            if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _interruptible()
     try:
         return int(args.func(args) or 0)
     except InputError as exc:

@@ -102,6 +102,29 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path, tin
 
 
 @POSIX_ONLY
+@POSIX_ONLY
+def test_sigint_stops_a_run_started_with_sigint_ignored(tmp_path, tiny_train):
+    """A shell starts background jobs with SIGINT ignored and Python keeps that; the
+    trainer dock cancels with SIGINT: the run must still stop, keep its checkpoint and
+    release its lock."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "pixelcam.cli", "train", "--out", str(out), *tiny_train]
+    proc = subprocess.Popen(
+        [*cmd, "--epochs", "1000", "--json"], env=ENV, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # noqa: PLW1509
+    )  # fmt: skip
+    _wait_for_step(proc, out / "events.jsonl", epoch=2, timeout=120)
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("SIGINT did not stop a run started with SIGINT ignored")
+    assert proc.returncode == 130 and "interrupted" in err
+    assert not (out / ".lock").exists() and (out / "last.json").exists()
+
+
 def test_kill_between_the_two_files_of_a_checkpoint_keeps_the_old_one(tmp_path, monkeypatch):
     """``last`` is a pair (weights, json): a SIGKILL after the new weights are in place but
     before the new json leaves the previous checkpoint loadable."""
