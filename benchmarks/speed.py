@@ -291,7 +291,7 @@ def bench_train(
     from pixelcam.pseudo_labels import IGNORE
     from pixelcam.train import losses
     from pixelcam.train.config import TrainConfig
-    from pixelcam.train.loop import _decoder_loss, _device_generator, _seeds
+    from pixelcam.train.loop import _decoder_loss, _device_generator, _seeds, make_optimizer
 
     torch.manual_seed(0)
     cfg_pix = TrainConfig(out="unused", phase="pixelcam", teacher="unused")
@@ -332,11 +332,8 @@ def bench_train(
     gen_dev = torch.Generator(device=device).manual_seed(0)
 
     def pixel_loss(outp, seeds: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
-        """What ``_train`` adds for phase pixelcam: pixel logits upsampled to the seeds."""
-        pl = F.interpolate(
-            outp.pixel_logits.float(), size=seeds.shape[-2:], mode="bilinear", align_corners=False
-        )
-        return cfg_pix.lam * losses.seed_ce(pl, seeds)
+        """What ``_train`` adds for phase pixelcam."""
+        return cfg_pix.lam * losses.pixel_seed_loss(outp.pixel_logits, seeds)
 
     def per_step_teacher(gradient: str) -> Callable:
         def loss(outp) -> torch.Tensor:  # noqa: ANN001
@@ -369,13 +366,7 @@ def bench_train(
         model = models[name]
         model.train()
         cfg = {"negev": cfg_negev, "unet": cfg_unet}.get(name, cfg_pix)
-        opt = torch.optim.SGD(
-            model.param_groups(cfg.lr, cfg.head_lr_mult),
-            lr=cfg.lr,
-            momentum=cfg.momentum,
-            nesterov=True,
-            weight_decay=cfg.weight_decay,
-        )
+        opt = make_optimizer(model, cfg)
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
         loss_fn = loss_fns[name]
 

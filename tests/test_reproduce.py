@@ -3,25 +3,16 @@ on generated data with absurdly small settings (tables printed, JSON written, ru
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "reproduce.py"
-
 
 @pytest.fixture(scope="module")
-def reproduce():
-    spec = importlib.util.spec_from_file_location("reproduce_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+def reproduce(load_benchmark):
+    return load_benchmark("reproduce")
 
 
 def _epoch(tracker, out: Path, epoch: int, acc: float, locs: dict[str, float]) -> None:

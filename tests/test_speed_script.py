@@ -4,16 +4,11 @@ counts, checked against the paper's on the real backbones (meta device: no weigh
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "speed.py"
 
 MAP_KEYS = {"forward", "pixelcam", "gradcampp_closed", "deepmil", "negev", "unet"}
 MAP_KEYS |= {"gradcam_lib_gradcampp", "gradcam_lib_layercam", "all_four"}
@@ -28,13 +23,8 @@ TRAIN_KEYS = {
 
 
 @pytest.fixture(scope="module")
-def speed():
-    spec = importlib.util.spec_from_file_location("speed_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+def speed(load_benchmark):
+    return load_benchmark("speed")
 
 
 def test_tiny_run_writes_every_timing_ratio_and_consistent_parameter_counts(

@@ -37,6 +37,7 @@ from pixelcam.data.transforms import TrainTransform
 from pixelcam.errors import InputError, PixelCAMError
 from pixelcam.fileio import atomic_write_text, pid_alive
 from pixelcam.pseudo_labels import IGNORE, sample_seeds
+from pixelcam.train import losses
 from pixelcam.train.config import TrainConfig
 from pixelcam.train.events import EventCallback, EventLog
 from pixelcam.train.state import load_training_state, save_training_state
@@ -413,13 +414,7 @@ def _train(
         train_ds = train_ds.with_transform(transform)
     else:
         train_ds = TrainingView(train_ds, transform, cams, annotations, config.resize)
-    optimizer = torch.optim.SGD(
-        model.param_groups(config.lr, config.head_lr_mult),
-        lr=config.lr,
-        momentum=config.momentum,
-        nesterov=True,
-        weight_decay=config.weight_decay,
-    )
+    optimizer = make_optimizer(model, config)
     use_amp = config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     meta_base = {
@@ -551,14 +546,8 @@ def _train(
                 pix_loss = loss if config.phase in ("negev", "unet") else loss.new_zeros(())
                 if config.phase == "pixelcam" and config.lam > 0:
                     seeds = _seeds(batch, config, seed_gen, device)
-                    if (seeds != IGNORE).any():
-                        pl = F.interpolate(
-                            outp.pixel_logits.float(),
-                            size=seeds.shape[-2:],
-                            mode="bilinear",
-                            align_corners=False,
-                        )
-                        pix_loss = F.cross_entropy(pl, seeds, ignore_index=IGNORE)
+                    if (seeds != IGNORE).any():  # no seed: the pixel head gets no gradient
+                        pix_loss = losses.pixel_seed_loss(outp.pixel_logits, seeds)
                         loss = loss + config.lam * pix_loss
             if not torch.isfinite(loss):
                 raise TrainingError(
@@ -646,6 +635,18 @@ def _check_finite(model: torch.nn.Module, epoch: int, out: Path) -> None:
             )
 
 
+def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum over the model's two parameter groups (backbone at ``lr``,
+    last stage and heads at ``lr * head_lr_mult``)."""
+    return torch.optim.SGD(
+        model.param_groups(config.lr, config.head_lr_mult),
+        lr=config.lr,
+        momentum=config.momentum,
+        nesterov=True,
+        weight_decay=config.weight_decay,
+    )
+
+
 def _device_generator(
     device: torch.device, seed: int, fallback: torch.Generator
 ) -> torch.Generator:
@@ -710,8 +711,6 @@ def _decoder_loss(
     negative: int | None,
 ) -> torch.Tensor:
     """NEGEV: seeds CE + negative evidence + smoothness; U-Net: CE + Dice on the masks."""
-    from pixelcam.train import losses
-
     logits = outp.seg_logits
     if config.phase == "unet":
         return losses.segmentation_loss(logits, batch["mask"].to(device))

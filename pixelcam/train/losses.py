@@ -37,6 +37,15 @@ def seed_ce(logits: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float(), seeds, ignore_index=IGNORE)
 
 
+def pixel_seed_loss(pixel_logits: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+    """PixelCAM's pixel loss: the pixel head's logits ``[B, 2, h, w]`` (feature resolution)
+    upsampled bilinearly to the seeds' size, then :func:`seed_ce`."""
+    pl = F.interpolate(
+        pixel_logits.float(), size=seeds.shape[-2:], mode="bilinear", align_corners=False
+    )
+    return seed_ce(pl, seeds)
+
+
 def negative_evidence_ce(logits: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy towards background over every pixel of the images flagged by
     ``negative`` ``[B]`` (bool); 0 when none is."""
