@@ -19,7 +19,11 @@ machine load hits all of them alike) of:
   model's plain forward), ``negev`` (U-Net decoder over the frozen GAP classifier) and
   ``unet`` (the fully supervised U-Net), each through its own model's forward;
 - ``gradcam_lib_gradcampp`` / ``gradcam_lib_layercam``: ``pytorch_grad_cam`` (full backward
-  through the backbone, min-max + resize to the image size), the usual way these maps are made.
+  through the backbone, min-max + resize to the image size), the usual way these maps are made;
+- ``forward_grad`` / ``forward_backward``: a forward with autograd on, and that plus the
+  backward of the predicted logits through the whole network: the least any full-backward
+  gradient CAM pays. ``forward_backward/forward`` bounds what GradCAM++/PixelCAM can reach
+  when PixelCAM costs one forward (about 3 on a CPU, where a backward costs two forwards).
 
 Training steps (unless ``--no-train``; the same configurations): one optimizer step (forward,
 loss, backward, SGD step as the trainer builds it: nesterov momentum, the two parameter
@@ -221,6 +225,20 @@ def bench_maps(
     def maps(model: nn.Module, methods: list[str], gradient: str = "auto") -> Callable:
         return lambda: compute_maps(model, x, methods, gradient=gradient)
 
+    # what any full-backward gradient CAM must pay at least, without hooks or
+    # post-processing: a forward with autograd on, and that plus the backward of the
+    # predicted logits through the whole network (weights require grad, as in grad-cam)
+    grad_model = copy.deepcopy(gap)
+
+    def forward_grad() -> object:
+        return grad_model(x).logits
+
+    def forward_backward() -> object:
+        grad_model.zero_grad(set_to_none=True)
+        logits = grad_model(x).logits
+        logits.gather(1, logits.argmax(1, keepdim=True)).sum().backward()
+        return logits
+
     cases: dict[str, Callable[[], object]] = {
         "forward": forward(gap),
         "cam": maps(gap, ["cam"]),
@@ -236,6 +254,8 @@ def bench_maps(
         "unet": maps(unet, ["unet"]),
         "gradcam_lib_gradcampp": lambda: gc_pp(input_tensor=x, targets=None),
         "gradcam_lib_layercam": lambda: gc_layer(input_tensor=x, targets=None),
+        "forward_grad": forward_grad,
+        "forward_backward": forward_backward,
     }
     med, best = _summary(time_cases(cases, repeats, warmup, device))
     ratios = {
@@ -245,6 +265,11 @@ def bench_maps(
         "layercam_autograd/pixelcam": med["layercam_autograd"] / med["pixelcam"],
         "gradcampp_closed/pixelcam": med["gradcampp_closed"] / med["pixelcam"],
         "pixelcam/forward": med["pixelcam"] / med["forward"],
+        # the most GradCAM++/PixelCAM can reach when PixelCAM costs one forward
+        "forward_backward/forward": med["forward_backward"] / med["forward"],
+        "forward_grad/forward": med["forward_grad"] / med["forward"],
+        "gradcam_lib_gradcampp/forward_backward": med["gradcam_lib_gradcampp"]
+        / med["forward_backward"],
         "gradcampp_closed/forward": med["gradcampp_closed"] / med["forward"],
         "layercam_closed/forward": med["layercam_closed"] / med["forward"],
         "all_four/forward": med["all_four"] / med["forward"],

@@ -12,6 +12,7 @@ import torch
 
 MAP_KEYS = {"forward", "pixelcam", "gradcampp_closed", "deepmil", "negev", "unet"}
 MAP_KEYS |= {"gradcam_lib_gradcampp", "gradcam_lib_layercam", "all_four"}
+MAP_KEYS |= {"forward_grad", "forward_backward"}
 TRAIN_KEYS = {
     "baseline",
     "pixelcam_cached",
@@ -52,6 +53,10 @@ def test_tiny_run_writes_every_timing_ratio_and_consistent_parameter_counts(
         assert res["ratios"][key] == pytest.approx(
             res["median_ms"][key.split("/")[0]] / res["median_ms"]["pixelcam"]
         )
+    med = res["median_ms"]
+    assert res["ratios"]["forward_backward/forward"] == pytest.approx(
+        med["forward_backward"] / med["forward"]
+    )
     train = res["train"]
     # on the CPU the CAMs are already "on the device": no separate on-device case
     assert set(train["median_ms"]) == TRAIN_KEYS and train["amp"] is False
