@@ -174,6 +174,13 @@ def _teacher_checkpoint(config: TrainConfig, which: str) -> Path:
         if not cand.exists():
             raise InputError(f"teacher run {t} has no {which} checkpoint ({cand} is missing)")
         return cand
+    from pixelcam.models.checkpoint import checkpoint_paths
+
+    json_path = checkpoint_paths(t)[1]
+    if not json_path.is_file():
+        raise InputError(
+            f"teacher {t} is neither a run folder nor a checkpoint ({json_path} is missing)"
+        )
     return t
 
 

@@ -204,3 +204,13 @@ def test_cli_rejects_bad_arguments(argv, message, capsys, tmp_path, monkeypatch)
 def test_pixelcam_needs_teacher(tmp_path, capsys):
     rc = cli(["train", "--out", str(tmp_path / "p"), "--phase", "pixelcam"])
     assert rc == 2 and "teacher" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("phase", ["pixelcam", "negev"])
+def test_missing_teacher_is_named_as_the_teacher(phase, tmp_path, capsys):
+    missing = tmp_path / "no-such-run"
+    argv = ["train", "--out", str(tmp_path / "p"), "--dataset", "synthetic", "--epochs", "1"]
+    rc = cli(argv + ["--phase", phase, "--teacher", str(missing)])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"teacher {missing} is neither a run folder nor a checkpoint" in err
+    assert not (tmp_path / "p" / "best_loc.json").exists()
