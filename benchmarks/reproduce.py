@@ -30,6 +30,9 @@ CAMELYON16: ``test``; GlaS: CL on ``valcl`` and PxAP on ``valpx``, since the Gla
 images are withheld here; valpx is also the B-LOC selection set, so those PxAP values are
 optimistic):
 
+The paper's columns beside ours are its GlaS test-set numbers, or its CAMELYON16 ones when
+``--dataset camelyon16``.
+
 - Table 1: PxAP and CL (classification accuracy, %);
 - Table 2: paired t-test of per-image PxAP, PixelCAM map of the PixelCAM model vs the
   teacher map of the baseline model (t > 0: PixelCAM better);
@@ -73,7 +76,8 @@ GAP_METHODS = ("cam", "gradcampp", "layercam")
 NEGEV_TEACHERS = ("deepmil", "gradcampp", "layercam")  # the paper's NEGEV rows
 UNET_ROW = "U-Net (full supervision)"
 
-# The paper's numbers (ResNet-50, GlaS test set; Table 3/5: CAMELYON16 -> GlaS).
+# The paper's numbers (ResNet-50, GlaS test set; Table 3/5: CAMELYON16 -> GlaS); the
+# CAMELYON16 test-set columns of Tables 1, 2 and 4 are PAPER_*_C16 below.
 PAPER_T1 = {  # (PxAP, CL)
     "DeepMIL": (79.9, 100.0),
     "DeepMIL w/ PixelCAM": (85.5, 100.0),
@@ -111,6 +115,38 @@ PAPER_T5 = {  # CAMELYON16 -> GlaS, J over all images
     "LayerCAM": 0.08,
     "LayerCAM w/ PixelCAM": 0.09,
 }
+# The same tables' CAMELYON16 columns, shown when the main dataset is CAMELYON16.
+PAPER_T1_C16 = {
+    "DeepMIL": (71.3, 85.0),
+    "DeepMIL w/ PixelCAM": (75.7, 88.2),
+    "GradCAM++": (49.1, 63.4),
+    "GradCAM++ w/ PixelCAM": (64.1, 85.1),
+    "LayerCAM": (33.2, 84.8),
+    "LayerCAM w/ PixelCAM": (66.2, 89.1),
+    "DeepMIL w/ NEGEV": (75.6, 89.9),
+    "GradCAM++ w/ NEGEV": (68.6, 89.4),
+    "LayerCAM w/ NEGEV": (66.8, 89.1),
+    UNET_ROW: (81.6, None),
+}
+PAPER_T2_C16 = {"DeepMIL": (4.8, 4.1e-5), "GradCAM++": (17.9, 7.4e-17), "LayerCAM": (26.5, 2.2e-21)}
+PAPER_T4_C16 = {  # no J for normal patches: they have no foreground
+    "DeepMIL": (None, 0.11, 0.11),
+    "DeepMIL w/ PixelCAM": (None, 0.17, 0.17),
+    "GradCAM++": (None, 0.22, 0.22),
+    "GradCAM++ w/ PixelCAM": (None, 0.16, 0.16),
+    "LayerCAM": (None, 0.07, 0.07),
+    "LayerCAM w/ PixelCAM": (None, 0.17, 0.17),
+}
+
+
+def paper_columns(dataset: str) -> tuple[str, dict, dict, dict]:
+    """``(label, Table 1, Table 2, Table 4)`` of the paper to print beside ``dataset``'s
+    results: CAMELYON16's columns for CAMELYON16, GlaS's for everything else."""
+    if dataset == "camelyon16":
+        return "CAMELYON16", PAPER_T1_C16, PAPER_T2_C16, PAPER_T4_C16
+    return "GlaS", PAPER_T1, PAPER_T2, PAPER_T4
+
+
 PAPER_ABLATIONS = {  # GlaS (PxAP, CL)
     "n": {"baseline": (76.8, 100.0), 1: (86.7, 100.0), 5: (86.6, 100.0), 10: (86.0, 100.0),
           20: (86.0, 100.0)},
@@ -482,15 +518,16 @@ def run_main(
                 {"seed": seed, **ev}
             )
     table1, table2, table4 = [], [], []
+    paper_dataset, paper_t1, paper_t2, paper_t4 = paper_columns(setup.dataset)
     for name, row in rows.items():
         s = row["seeds"]
-        paper = PAPER_T1.get(name, (None, None))
+        paper = paper_t1.get(name, (None, None))
         table1.append({"row": name, "method": row["method"], "pixelcam": row["pixelcam"],
                        "pxap": _stats([e["pxap"] for e in s]), "cl": _stats([e["cl"] for e in s]),
                        "paper_pxap": paper[0], "paper_cl": paper[1],
                        "per_seed": [{k: e[k] for k in ("seed", "pxap", "cl", "epoch",
                                                        "checkpoint")} for e in s]})  # fmt: skip
-        p4 = PAPER_T4.get(name, (None, None, None))
+        p4 = paper_t4.get(name, (None, None, None))
         table4.append({"row": name,
                        "j_class": {c: _stats([e["j_class"].get(c) for e in s])
                                    for c in class_names},
@@ -501,12 +538,13 @@ def run_main(
         base, pix = rows[row_name(method, False)]["seeds"], rows[row_name(method, True)]["seeds"]
         per_seed = [_ttest(b["per_image"], p["per_image"]) | {"seed": b["seed"]}
                     for b, p in zip(base, pix)]  # fmt: skip
-        paper = PAPER_T2.get(NAMES[method], (None, None))
+        paper = paper_t2.get(NAMES[method], (None, None))
         table2.append({"row": NAMES[method], "per_seed": per_seed,
                        "paper_t": paper[0], "paper_p": paper[1]})  # fmt: skip
     per_image = {name: {str(e["seed"]): e["per_image"] for e in row["seeds"]}
                  for name, row in rows.items()}  # fmt: skip
-    return {"dataset": setup.dataset, "cl_split": setup.cl_split, "px_split": setup.px_split,
+    return {"dataset": setup.dataset, "paper_dataset": paper_dataset,
+            "cl_split": setup.cl_split, "px_split": setup.px_split,
             "n_cl_images": len(cl_ds), "n_px_images": len(px_ds), "class_names": class_names,
             "table1": table1, "table2": table2, "table4": table4,
             "per_image_pxap": per_image}  # fmt: skip
@@ -732,8 +770,9 @@ def render(results: dict[str, Any]) -> str:
         where = (f"{main['dataset']}: PxAP on {main['px_split']} ({main['n_px_images']} images), "
                  f"CL on {main['cl_split']} ({main['n_cl_images']} images)")  # fmt: skip
         out.append(f"### Table 1: localization (PxAP) and classification (CL) — {where}\n")
+        pd = main.get("paper_dataset", "GlaS")
         out.append(_table(
-            ["WSOL model", "PxAP", "CL", "paper GlaS PxAP", "paper GlaS CL"],
+            ["WSOL model", "PxAP", "CL", f"paper {pd} PxAP", f"paper {pd} CL"],
             [[r["row"], _f(r["pxap"]), _f(r["cl"]), _f(r["paper_pxap"]), _f(r["paper_cl"])]
              for r in main["table1"]],
         ))  # fmt: skip
@@ -746,13 +785,13 @@ def render(results: dict[str, Any]) -> str:
                              _f(s["t"], 2), _p(s["p"]), _f(r["paper_t"]),
                              _p(r["paper_p"])])  # fmt: skip
         out.append(_table(["baseline", "seed", "images", "mean ΔPxAP", "T-stat", "p-value",
-                           "paper GlaS T-stat", "paper GlaS p"], rows))  # fmt: skip
+                           f"paper {pd} T-stat", f"paper {pd} p"], rows))  # fmt: skip
         names = main["class_names"]
         out.append(f"\n### Table 4: mean class separability J of FG/BG pixel features "
                    f"(on {main['px_split']})\n")  # fmt: skip
         out.append(_table(
-            ["WSOL model", *[f"J {c}" for c in names], "J all", "paper GlaS normal",
-             "paper GlaS cancer", "paper GlaS all"],
+            ["WSOL model", *[f"J {c}" for c in names], "J all", f"paper {pd} normal",
+             f"paper {pd} cancer", f"paper {pd} all"],
             [[r["row"], *[_f(r["j_class"][c], 3) for c in names], _f(r["j_all"], 3),
               _f(r["paper_normal"], 2), _f(r["paper_cancer"], 2), _f(r["paper_all"], 2)]
              for r in main["table4"]],

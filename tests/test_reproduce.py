@@ -150,3 +150,74 @@ def test_smoke_every_part_on_generated_data(reproduce, tmp_path, capsys):
     again = json.loads((out / "results.json").read_text())
     assert again["meta"]["runs_trained"] == 0 and again["meta"]["runs_reused"] == 7
     assert again["main"]["table1"] == main["table1"]
+
+
+def _camelyon_tree(root: Path, size: int = 48) -> Path:
+    """A CAMELYON16 patch tree in the Rony et al. layout (``normal/``, ``tumor/`` with
+    ``mask_file_*`` beside, ``folds/fold-0/<split>/*.txt``) made of generated tiles."""
+    from PIL import Image
+
+    from pixelcam.data.synthetic import generate_tile
+
+    (root / "normal").mkdir(parents=True)
+    (root / "tumor").mkdir()
+    folds = root / "folds"
+    folds.mkdir()
+    (folds / "encoding.yaml").write_text("{normal: 0, metastatic: 1}\n")
+    seed = 0
+    for split in ("train", "valcl", "valpx", "test"):
+        rows = []
+        for label, cls in ((0, "normal"), (1, "tumor")):
+            for _ in range(3):
+                image, mask = generate_tile(label, size, seed=seed)
+                name = f"{cls}/p{seed}.png"
+                Image.fromarray(image).save(root / name)
+                mask_name = ""
+                if label:
+                    mask_name = f"tumor/mask_file_p{seed}.png"
+                    Image.fromarray((mask > 0).astype("uint8") * 255).save(root / mask_name)
+                rows.append((name, label, mask_name))
+                seed += 1
+        d = folds / "fold-0" / split
+        d.mkdir(parents=True)
+        (d / "image_ids.txt").write_text("".join(f"{p}\n" for p, _, _ in rows))
+        (d / "class_labels.txt").write_text("".join(f"{p},{y}\n" for p, y, _ in rows))
+        (d / "localization.txt").write_text("".join(f"{p},{m},\n" for p, _, m in rows))
+    return root
+
+
+def test_a_camelyon16_folder_is_trained_and_evaluated_on_its_test_split(
+    reproduce, tmp_path, capsys
+):
+    """The real-dataset path (not the generated one): CAMELYON16 patches, fold 0, Table 1
+    on the fold's test split, one seed, no OOD/ablation parts."""
+    root = _camelyon_tree(tmp_path / "camelyon16")
+    out = tmp_path / "rep"
+    argv = ["--quick", "--dataset", "camelyon16", "--data-root", str(root), "--fold", "0"]
+    argv += ["--backbone", "test_resnet", "--weights", "none", "--parts", "main"]
+    argv += ["--teachers", "layercam", "--references", "none", "--epochs-baseline", "2"]
+    argv += ["--epochs-pixelcam", "1", "--device", "cpu", "--out", str(out)]
+    assert reproduce.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "— camelyon16: PxAP on test (6 images), CL on test (6 images)" in printed
+    assert "| WSOL model | PxAP | CL | paper CAMELYON16 PxAP | paper CAMELYON16 CL |" in printed
+    res = json.loads((out / "results.json").read_text())
+    assert set(res) == {"meta", "main"}
+    main = res["main"]
+    assert main["class_names"] == ["normal", "metastatic"] and main["n_px_images"] == 6
+    rows = [r["row"] for r in main["table1"]]
+    assert rows == ["LayerCAM", "LayerCAM w/ PixelCAM"]
+    for r in main["table1"]:
+        assert 0.0 <= r["pxap"]["mean"] <= 100.0
+    # the paper's CAMELYON16 columns, not its GlaS ones
+    assert [r["paper_pxap"] for r in main["table1"]] == [33.2, 66.2]
+    assert main["table2"][0]["paper_t"] == 26.5
+    assert main["table4"][0]["paper_normal"] is None and main["table4"][0]["paper_all"] == 0.07
+    # the t-test pairs per-image PxAP, defined on the 3 test images with a tumour
+    (t2,) = main["table2"]
+    assert t2["per_seed"][0]["n"] == 3
+    # trained on the fold's 6 training patches, evaluated on other files
+    (run_cfg,) = [
+        json.loads(p.read_text()) for p in (out / "runs").rglob("config.json") if "base" in str(p)
+    ]
+    assert run_cfg["dataset"] == "camelyon16" and run_cfg["fold"] == 0
