@@ -30,3 +30,28 @@ def load_benchmark() -> Iterator[Callable[[str], ModuleType]]:
     yield load
     for name in names:
         sys.modules.pop(name, None)
+
+
+CamelyonRows = dict[str, list[tuple[str, int, str]]]
+
+
+def _write_camelyon_folds(root: Path, splits: CamelyonRows, fold: int = 0) -> Path:
+    """The fold files of a CAMELYON16 patch tree in the Rony et al. layout:
+    ``folds/encoding.yaml`` and ``folds/fold-K/<split>/{image_ids,class_labels,
+    localization}.txt`` from ``(patch path, label, mask path or "")`` rows per split."""
+    folds = root / "folds"
+    folds.mkdir(parents=True, exist_ok=True)
+    (folds / "encoding.yaml").write_text("{normal: 0, metastatic: 1}\n")
+    for split, rows in splits.items():
+        d = folds / f"fold-{fold}" / split
+        d.mkdir(parents=True)
+        (d / "image_ids.txt").write_text("".join(f"{p}\n" for p, _, _ in rows))
+        (d / "class_labels.txt").write_text("".join(f"{p},{y}\n" for p, y, _ in rows))
+        (d / "localization.txt").write_text("".join(f"{p},{m},\n" for p, _, m in rows))
+    return root
+
+
+@pytest.fixture
+def write_camelyon_folds() -> Callable[..., Path]:
+    """:func:`_write_camelyon_folds`, for the tests that build CAMELYON16 trees."""
+    return _write_camelyon_folds

@@ -152,7 +152,7 @@ def test_smoke_every_part_on_generated_data(reproduce, tmp_path, capsys):
     assert again["main"]["table1"] == main["table1"]
 
 
-def _camelyon_tree(root: Path, size: int = 48) -> Path:
+def _camelyon_tree(root: Path, write_folds, size: int = 48) -> Path:
     """A CAMELYON16 patch tree in the Rony et al. layout (``normal/``, ``tumor/`` with
     ``mask_file_*`` beside, ``folds/fold-0/<split>/*.txt``) made of generated tiles."""
     from PIL import Image
@@ -161,10 +161,7 @@ def _camelyon_tree(root: Path, size: int = 48) -> Path:
 
     (root / "normal").mkdir(parents=True)
     (root / "tumor").mkdir()
-    folds = root / "folds"
-    folds.mkdir()
-    (folds / "encoding.yaml").write_text("{normal: 0, metastatic: 1}\n")
-    seed = 0
+    seed, splits = 0, {}
     for split in ("train", "valcl", "valpx", "test"):
         rows = []
         for label, cls in ((0, "normal"), (1, "tumor")):
@@ -178,20 +175,16 @@ def _camelyon_tree(root: Path, size: int = 48) -> Path:
                     Image.fromarray((mask > 0).astype("uint8") * 255).save(root / mask_name)
                 rows.append((name, label, mask_name))
                 seed += 1
-        d = folds / "fold-0" / split
-        d.mkdir(parents=True)
-        (d / "image_ids.txt").write_text("".join(f"{p}\n" for p, _, _ in rows))
-        (d / "class_labels.txt").write_text("".join(f"{p},{y}\n" for p, y, _ in rows))
-        (d / "localization.txt").write_text("".join(f"{p},{m},\n" for p, _, m in rows))
-    return root
+        splits[split] = rows
+    return write_folds(root, splits)
 
 
 def test_a_camelyon16_folder_is_trained_and_evaluated_on_its_test_split(
-    reproduce, tmp_path, capsys
+    reproduce, tmp_path, capsys, write_camelyon_folds
 ):
     """The real-dataset path (not the generated one): CAMELYON16 patches, fold 0, Table 1
     on the fold's test split, one seed, no OOD/ablation parts."""
-    root = _camelyon_tree(tmp_path / "camelyon16")
+    root = _camelyon_tree(tmp_path / "camelyon16", write_camelyon_folds)
     out = tmp_path / "rep"
     argv = ["--quick", "--dataset", "camelyon16", "--data-root", str(root), "--fold", "0"]
     argv += ["--backbone", "test_resnet", "--weights", "none", "--parts", "main"]

@@ -56,7 +56,7 @@ def _tile(rng: np.random.Generator, size: int) -> np.ndarray:
     return rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
 
 
-def make_camelyon_tree(root: Path, size: int = 32) -> Path:
+def make_camelyon_tree(root: Path, write_folds, size: int = 32) -> Path:
     """A tiny CAMELYON16 patch tree in the Rony et al. layout, with fold-0 files.
 
     normal/n0..n3.png; tumor/t0..t3.png with mask_file_t*.png beside (t3's mask is empty).
@@ -73,9 +73,6 @@ def make_camelyon_tree(root: Path, size: int = 32) -> Path:
         if i != 3:
             mask[4 : 4 + 8 * (i + 1), 8:20] = 255
         Image.fromarray(mask).save(root / "tumor" / f"mask_file_t{i}.png")
-    folds = root / "folds"
-    folds.mkdir()
-    (folds / "encoding.yaml").write_text("{normal: 0, metastatic: 1}\n")
     splits = {
         "train": [("normal/n0.png", 0, ""), ("normal/n1.png", 0, ""),
                   ("tumor/t0.png", 1, "tumor/mask_file_t0.png"), ("tumor/t1.png", 1, "")],
@@ -83,18 +80,12 @@ def make_camelyon_tree(root: Path, size: int = 32) -> Path:
                   ("tumor/t3.png", 1, "tumor/mask_file_t3.png")],
         "test": [("normal/n3.png", 0, ""), ("tumor/absent.png", 1, "tumor/mask_file_absent.png")],
     }  # fmt: skip
-    for split, rows in splits.items():
-        d = folds / "fold-0" / split
-        d.mkdir(parents=True)
-        (d / "image_ids.txt").write_text("".join(f"{p}\n" for p, _, _ in rows))
-        (d / "class_labels.txt").write_text("".join(f"{p},{y}\n" for p, y, _ in rows))
-        (d / "localization.txt").write_text("".join(f"{p},{m},\n" for p, _, m in rows))
-    return root
+    return write_folds(root, splits)
 
 
 @pytest.fixture
-def camelyon_tree(tmp_path: Path) -> Path:
-    return make_camelyon_tree(tmp_path / "camelyon16")
+def camelyon_tree(tmp_path: Path, write_camelyon_folds) -> Path:
+    return make_camelyon_tree(tmp_path / "camelyon16", write_camelyon_folds)
 
 
 def make_glas_tree(root: Path, ext: str = ".bmp") -> Path:

@@ -301,27 +301,20 @@ def test_masks_with_values_other_than_0_and_instance_ids(tiny_checkpoint, tmp_pa
     assert "PxAP" in out
 
 
-def _camelyon_tree(root: Path) -> Path:
+def _camelyon_tree(root: Path, write_folds) -> Path:
     """A minimal CAMELYON16 patch tree whose fold-0 valpx split names an absent patch."""
     (root / "normal").mkdir(parents=True)
     (root / "tumor").mkdir()
     Image.fromarray(_rgb()).save(root / "normal" / "n0.png")
     Image.fromarray(_rgb(seed=1)).save(root / "tumor" / "t0.png")
     Image.fromarray(np.full((32, 32), 255, np.uint8)).save(root / "tumor" / "mask_file_t0.png")
-    (root / "folds").mkdir()
-    (root / "folds" / "encoding.yaml").write_text("{normal: 0, metastatic: 1}\n")
     rows = [("normal/n0.png", 0, ""), ("tumor/t0.png", 1, "tumor/mask_file_t0.png"),
             ("tumor/absent é.png", 1, "tumor/mask_file_absent é.png")]  # fmt: skip
-    split = root / "folds" / "fold-0" / "valpx"
-    split.mkdir(parents=True)
-    (split / "image_ids.txt").write_text("".join(f"{p}\n" for p, _, _ in rows))
-    (split / "class_labels.txt").write_text("".join(f"{p},{y}\n" for p, y, _ in rows))
-    (split / "localization.txt").write_text("".join(f"{p},{m},\n" for p, _, m in rows))
-    return root
+    return write_folds(root, {"valpx": rows})
 
 
-def test_fold_file_naming_a_missing_image(tiny_checkpoint, tmp_path, capsys):
-    root = _camelyon_tree(tmp_path / "camelyon 16")
+def test_fold_file_naming_a_missing_image(tiny_checkpoint, tmp_path, capsys, write_camelyon_folds):
+    root = _camelyon_tree(tmp_path / "camelyon 16", write_camelyon_folds)
     with pytest.raises(InputError, match="absent é.png") as exc:
         open_dataset("camelyon16", root, split="valpx", fold=0)
     assert "missing='skip'" in str(exc.value)
