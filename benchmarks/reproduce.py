@@ -30,9 +30,6 @@ CAMELYON16: ``test``; GlaS: CL on ``valcl`` and PxAP on ``valpx``, since the Gla
 images are withheld here; valpx is also the B-LOC selection set, so those PxAP values are
 optimistic):
 
-The paper's columns beside ours are its GlaS test-set numbers, or its CAMELYON16 ones when
-``--dataset camelyon16``.
-
 - Table 1: PxAP and CL (classification accuracy, %);
 - Table 2: paired t-test of per-image PxAP, PixelCAM map of the PixelCAM model vs the
   teacher map of the baseline model (t > 0: PixelCAM better);
@@ -45,6 +42,9 @@ The paper's columns beside ours are its GlaS test-set numbers, or its CAMELYON16
 - ablations (Tables 12, 15, 16, 17), short runs on generated data: n in {1, 5, 10, 20}
   (GradCAM++ teacher), lambda (LayerCAM teacher), TH vs PB sampling (GradCAM++), linear vs
   multi-layer pixel head (DeepMIL and GradCAM++).
+
+The paper's columns beside ours are its GlaS test-set numbers, or its CAMELYON16 ones when
+``--dataset camelyon16``.
 
 The OOD and ablation parts always use generated data (a real dataset's runs are not
 repeated for them). Finished runs in ``--out`` are reused when their configuration is

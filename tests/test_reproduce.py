@@ -209,7 +209,7 @@ def test_a_camelyon16_folder_is_trained_and_evaluated_on_its_test_split(
     # the t-test pairs per-image PxAP, defined on the 3 test images with a tumour
     (t2,) = main["table2"]
     assert t2["per_seed"][0]["n"] == 3
-    # trained on the fold's 6 training patches, evaluated on other files
+    # the baseline run was trained on CAMELYON16, fold 0
     (run_cfg,) = [
         json.loads(p.read_text()) for p in (out / "runs").rglob("config.json") if "base" in str(p)
     ]
