@@ -1086,4 +1086,10 @@ def _setup_dict(setup: Setup) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from pixelcam.errors import PixelCAMError
+
+    try:
+        raise SystemExit(main())
+    except PixelCAMError as exc:  # a bad dataset or checkpoint: one line, no traceback
+        print(f"reproduce.py: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -170,4 +170,10 @@ def _fmt(values: list[float]) -> str:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from pixelcam.errors import PixelCAMError
+
+    try:
+        raise SystemExit(main())
+    except PixelCAMError as exc:  # a bad dataset or checkpoint: one line, no traceback
+        print(f"wsol_table.py: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -214,3 +214,18 @@ def test_a_camelyon16_folder_is_trained_and_evaluated_on_its_test_split(
         json.loads(p.read_text()) for p in (out / "runs").rglob("config.json") if "base" in str(p)
     ]
     assert run_cfg["dataset"] == "camelyon16" and run_cfg["fold"] == 0
+
+
+def test_a_missing_dataset_is_one_line_with_exit_code_2(tmp_path):
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "reproduce.py"
+    argv = [sys.executable, str(script), "--dataset", "camelyon16", "--fold", "0"]
+    argv += ["--data-root", str(tmp_path / "nope"), "--parts", "main", "--out", str(tmp_path)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert (
+        done.stderr.strip()
+        == f"reproduce.py: error: CAMELYON16 root does not exist: {tmp_path / 'nope'}"
+    )
