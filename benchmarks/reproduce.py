@@ -10,7 +10,7 @@ What it trains (``pixelcam.train.train``, nothing re-implemented), per seed:
 
 - baselines: ONE GAP-head model (its CAM, GradCAM++ and LayerCAM maps) and ONE DeepMIL-head
   model. The trainer keeps a single B-LOC checkpoint (for the run's own map); this script
-  keeps one per map (``bloc_<method>``, see :class:`BestLocCopies`: best valpx PxAP among
+  keeps one per map (``bloc_<method>``, see :mod:`pixelcam.train.selection`: best valpx PxAP among
   epochs >= 1 whose valcl accuracy is within ``select_margin`` = 10 points of the run's
   best, ties to the later epoch), so each baseline row and each PixelCAM teacher uses its
   own map's B-LOC model, as in the paper;
@@ -234,64 +234,15 @@ def row_name(method: str, pixelcam: bool) -> str:
 # -- training --------------------------------------------------------------------------
 
 
-class BestLocCopies:
-    """Event callback keeping ``bloc_<method>.*``, the B-LOC checkpoint of each tracked map.
+def bloc_tracker(out: Path, config: Any, track: Sequence[str]) -> Any:
+    """Event callback keeping ``bloc_<method>.*``, the B-LOC checkpoint of each tracked map,
+    by the one selection rule (:mod:`pixelcam.train.selection`)."""
+    from pixelcam.train.phases import PHASES
+    from pixelcam.train.selection import BestLocTracker
 
-    The rule is the trainer's (epoch >= 1, valpx PxAP, ties to the later epoch) with its
-    accuracy guard applied in hindsight: only epochs whose valcl accuracy is within
-    ``margin`` points of the best accuracy of the WHOLE run are eligible (the trainer
-    compares with the best seen so far, so an untrained early epoch can win; on small
-    validation sets it often does). To choose in hindsight without keeping every epoch, a
-    copy of an epoch's model is kept only while it is on the (accuracy, PxAP) Pareto front
-    of some map: an epoch with both values no higher than a later epoch's, or with an
-    accuracy no higher and a PxAP lower than an earlier epoch's, can never win.
-    The trainer writes ``last.*`` before it emits the epoch event, so ``last`` is that
-    epoch's model.
-    """
-
-    def __init__(self, out: Path, methods: Sequence[str], margin: float) -> None:
-        self.out, self.methods, self.margin = out, list(methods), margin
-        self.store = out / "bloc-candidates"
-        self.front: dict[str, list[tuple[float, float, int]]] = {m: [] for m in self.methods}
-        self.chosen: dict[str, int | None] = {m: None for m in self.methods}
-        self.max_acc = -math.inf
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        if event.get("event") != "epoch" or not self.methods:
-            return
-        metrics = event["metrics"]
-        # a U-Net has no classifier (accuracy None): every epoch passes the guard
-        epoch, acc = int(metrics["epoch"]), float(metrics["valcl_acc"] or 0.0)
-        if epoch == 0:
-            for m in self.methods:  # a fallback file until epoch 1 is in
-                self._copy(self.out / "last", self.out / f"bloc_{m}")
-            return
-        self.max_acc = max(self.max_acc, acc)
-        floor = self.max_acc - self.margin
-        self.store.mkdir(exist_ok=True)
-        self._copy(self.out / "last", self.store / f"e{epoch:05d}")
-        for m in self.methods:
-            loc = metrics.get(f"valpx_pxap_{m}")
-            front = self.front[m]
-            if loc is not None and not any(x[0] >= acc and x[1] > float(loc) for x in front):
-                loc = float(loc)  # not beaten by an earlier epoch: older ones it beats go
-                front = [x for x in front if not (acc >= x[0] and loc >= x[1])]
-                front.append((acc, loc, epoch))
-            self.front[m] = front = [x for x in front if x[0] >= floor]
-            if front:
-                best = max(front, key=lambda x: (x[1], x[2]))
-                if best[2] != self.chosen[m]:
-                    self.chosen[m] = best[2]
-                    self._copy(self.store / f"e{best[2]:05d}", self.out / f"bloc_{m}")
-        keep = {f"e{x[2]:05d}" for front in self.front.values() for x in front}
-        for path in self.store.iterdir():
-            if path.name.split(".")[0] not in keep:
-                path.unlink()
-
-    @staticmethod
-    def _copy(src: Path, dst: Path) -> None:
-        for ext in (".safetensors", ".json"):
-            shutil.copyfile(src.with_name(src.name + ext), dst.with_name(dst.name + ext))
+    guard = PHASES.get(config.phase).trains_classifier
+    targets = {m: f"bloc_{m}" for m in track}
+    return BestLocTracker(out, targets, config.select_margin, guard=guard)
 
 
 class Runner:
@@ -321,7 +272,8 @@ class Runner:
             # keys added to TrainConfig since a run was saved count at their defaults
             defaults = dataclasses.asdict(type(config)(out=config.out))
             saved = {**defaults, **json.loads((out / "config.json").read_text())}
-            same = saved == json.loads(json.dumps(config.to_dict()))
+            wanted = dataclasses.replace(config).validate()  # names as saved (pb -> probability)
+            same = saved == json.loads(json.dumps(wanted.to_dict()))
             if same and events and events[-1]["event"] == "done" and all(p.exists() for p in need):
                 self.runs_reused += 1
                 self._ready.add(out)
@@ -332,7 +284,7 @@ class Runner:
             shutil.rmtree(out)
         rel = out.relative_to(self.root)
         _say(f"training {rel} ({config.epochs} epochs)")
-        callbacks: list[Callable] = [BestLocCopies(out, track, config.select_margin)]
+        callbacks: list[Callable] = [bloc_tracker(out, config, track)]
         if self.verbose:
             callbacks.append(human_progress(sys.stderr))
         t0 = time.perf_counter()
@@ -433,9 +385,9 @@ class Runner:
         cache_key = (str(checkpoint), method, key, detail)
         if cache_key in self._evals:
             return self._evals[cache_key]
+        from pixelcam.device import resolve_device
         from pixelcam.evaluation import evaluate_model
         from pixelcam.models import load_checkpoint
-        from pixelcam.train import resolve_device
 
         t0 = time.perf_counter()
         dev = resolve_device(device)

@@ -313,10 +313,15 @@ def bench_train(
 ) -> dict:
     """Timings of one training step of the baseline, PixelCAM (cached / per-step teacher),
     NEGEV and U-Net, built and run the way :mod:`pixelcam.train.loop` does."""
+    from types import SimpleNamespace
+
     from pixelcam.pseudo_labels import IGNORE
     from pixelcam.train import losses
     from pixelcam.train.config import TrainConfig
-    from pixelcam.train.loop import _decoder_loss, _device_generator, _seeds, make_optimizer
+    from pixelcam.train.loop import make_optimizer
+    from pixelcam.train.phases import PHASES
+    from pixelcam.train.phases._seeded import draw_seeds as _seeds
+    from pixelcam.train.runtime import device_generator
 
     torch.manual_seed(0)
     cfg_pix = TrainConfig(out="unused", phase="pixelcam", teacher="unused")
@@ -352,12 +357,19 @@ def bench_train(
     # the device and draws the seeds there): the cost of that copy, left out
     device_batch = {"cam": cams_cpu.to(device), "label": labels, "mask": no_points}
     gen = torch.Generator().manual_seed(0)
-    seed_gen = _device_generator(device, 0, gen)  # the trainer's: the device's own generator
+    seed_gen = device_generator(device, 0, gen)  # the trainer's: the device's own generator
     # per-step CAMs live on the device: seeds are drawn there (a CPU generator cannot)
     gen_dev = torch.Generator(device=device).manual_seed(0)
 
+    # the trainer's phase objects (a run as the loop holds it: device and seed generator)
+    negev, negev_run = (
+        PHASES.get("negev")(cfg_negev),
+        SimpleNamespace(device=device, seed_gen=seed_gen),
+    )
+    unet, unet_run = PHASES.get("unet")(cfg_unet), SimpleNamespace(device=device, seed_gen=gen)
+
     def pixel_loss(outp, seeds: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
-        """What ``_train`` adds for phase pixelcam."""
+        """What phase pixelcam adds to the image loss."""
         return cfg_pix.lam * losses.pixel_seed_loss(outp.pixel_logits, seeds)
 
     def per_step_teacher(gradient: str) -> Callable:
@@ -381,10 +393,8 @@ def bench_train(
         ),
         "pixelcam_teacher_per_step": per_step_teacher("autograd"),
         "pixelcam_teacher_per_step_closed": per_step_teacher("closed_form"),
-        "negev": lambda o: _decoder_loss(o, cached_batch, x, cfg_negev, seed_gen, device, None),
-        "unet": lambda o: _decoder_loss(
-            o, {"mask": masks_cpu, "label": labels_cpu}, x, cfg_unet, gen, device, None
-        ),
+        "negev": lambda o: negev.loss(o, cached_batch, x, negev_run).loss,
+        "unet": lambda o: unet.loss(o, {"mask": masks_cpu, "label": labels_cpu}, x, unet_run).loss,
     }
 
     def step(name: str) -> Callable[[], float]:

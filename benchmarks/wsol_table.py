@@ -146,21 +146,19 @@ def _train_or_resume(train, config, callbacks):
 
 
 def _best_loc(run: Path, method: str) -> tuple[float, float]:
-    """B-LOC of ``method``'s map over the run's history (same guard as the trainer)."""
+    """(accuracy, PxAP) of ``method``'s map at its B-LOC epoch over the run's history, by
+    the one selection rule (:mod:`pixelcam.train.selection`)."""
+    from pixelcam.train.config import TrainConfig
+    from pixelcam.train.phases import PHASES
+    from pixelcam.train.selection import best_loc_epoch
+
     history = json.loads((run / "history.json").read_text())
-    key = "valpx_pxap" if method in ("pixelcam", "negev", "unet") else f"valpx_pxap_{method}"
-    best, acc_seen = None, -1.0
-    for h in history:
-        acc = h["valcl_acc"]
-        if acc is not None:
-            acc_seen = max(acc_seen, acc)
-        # NEGEV's classifier is frozen and the U-Net has none: no accuracy guard for them
-        near = method in ("negev", "unet") or acc >= acc_seen - 10
-        loc = h.get(key, h.get("valpx_pxap"))
-        eligible = h["epoch"] >= 1 and near and loc is not None
-        if eligible and (best is None or loc >= best[1]):
-            best = (h["valcl_acc"], loc)
-    return best or (history[-1]["valcl_acc"], history[-1]["valpx_pxap"])
+    config = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
+    guard = PHASES.get(config.phase).trains_classifier
+    key = f"valpx_pxap_{method}"
+    epoch = best_loc_epoch(history, key, config.select_margin, guard=guard)
+    row = history[-1] if epoch is None else history[epoch]
+    return row["valcl_acc"], row.get(key, row["valpx_pxap"])
 
 
 def _fmt(values: list[float]) -> str:

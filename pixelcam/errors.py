@@ -18,3 +18,7 @@ class InputError(PixelCAMError, ValueError):
 
 class CheckpointError(InputError):
     """A checkpoint that cannot be loaded, or was made for another model."""
+
+
+class TrainingError(PixelCAMError):
+    """The run stopped (non-finite loss, cancelled, ...); the last good checkpoint is kept."""

@@ -1,8 +1,11 @@
 """Maps of one image at its own size: what the napari panel and ``pixelcam predict`` call.
 
 The image is converted to RGB ``uint8`` (16-bit, grayscale, RGBA, float with NaN/inf are
-all accepted), resized to the model's input size, and every requested map comes from ONE
-forward pass (:func:`pixelcam.cams.compute_maps`), upsampled back to the image size.
+all accepted), resized to the model's input size and normalised by
+:func:`pixelcam.data.transforms.preprocess_batch` (the preprocessing of
+:class:`~pixelcam.data.transforms.EvalTransform` and of the slide engine,
+:func:`pixelcam.slide.engine.run_batch`), and every requested map comes from ONE forward
+pass (:func:`pixelcam.cams.compute_maps`), upsampled back to the image size.
 """
 
 from __future__ import annotations
@@ -60,17 +63,25 @@ def predict_maps(
     class_names: Sequence[str] | None = None,
     device: torch.device | str | None = None,
 ) -> ImageMaps:
-    """Maps of ``methods`` for one image, at the image's size (see the module docstring)."""
+    """Maps of ``methods`` for one image, at the image's size (see the module docstring).
+
+    Args:
+        model: a pixelcam model.
+        image: any 2-D image array (:func:`prepare_image`).
+        methods: the maps, all from one forward.
+        size: side the image is resized to for the model (None: its own size).
+        target: the class class-specific maps explain (default: the prediction).
+        class_names: names of the classes (default: their indices).
+        device: where to run (default: where the model's parameters are).
+    """
     from pixelcam.cams import compute_maps
-    from pixelcam.data.transforms import EvalTransform
+    from pixelcam.data.transforms import preprocess_batch
 
     rgb = prepare_image(image)
     if device is None:
         device = next(model.parameters()).device
-    x, _, _ = EvalTransform(size=size)(rgb)
-    res = compute_maps(
-        model, x[None].to(device), methods=list(methods), target=target, size=rgb.shape[:2]
-    )
+    x = preprocess_batch(rgb, size).to(device)  # on the CPU, as the datasets' transforms
+    res = compute_maps(model, x, methods=list(methods), target=target, size=rgb.shape[:2])
     names = list(class_names) if class_names else [str(i) for i in range(res.probs.shape[1])]
     return ImageMaps(
         maps={k: v[0].float().clamp(0, 1).cpu().numpy() for k, v in res.maps.items()},

@@ -5,11 +5,11 @@ Seeds are returned as a label map the size of the CAM: 1 = foreground, 0 = backg
 
 Two samplers, following the authors' code (see ``implementation-notes.md``):
 
-- ``"pb"`` (probability-based, the default): ``n`` foreground pixels drawn by multinomial
-  sampling WITHOUT replacement with probability proportional to ``cam + 1e-6``; ``n``
+- ``"probability"`` (alias ``"pb"``, the default): ``n`` foreground pixels drawn by
+  multinomial sampling WITHOUT replacement with probability proportional to ``cam + 1e-6``; ``n``
   background pixels drawn uniformly among the lowest-CAM ``bg_fraction`` (20 %) of pixels.
-- ``"th"`` (threshold-based, the paper's Table 15 ablation): Otsu threshold on the CAM,
-  ``n`` foreground pixels uniformly inside, ``n`` background pixels uniformly outside.
+- ``"threshold"`` (alias ``"th"``, the paper's Table 15 ablation): Otsu threshold on the
+  CAM, ``n`` foreground pixels uniformly inside, ``n`` background pixels uniformly outside.
 
 A pixel drawn as both foreground and background is ignored. Everything is batched on the
 CAM's device: no Python loop over pixels, one small loop over images only for Otsu.
@@ -17,16 +17,45 @@ CAM's device: no Python loop over pixels, one small loop over images only for Ot
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
+from pixelcam.registry import Registry
+
 IGNORE = 255
-SAMPLERS = ("pb", "th")
+#: seed samplers by name: ``(flat_cams [B, N], n, bg_fraction) -> (fg_weights, bg_weights)``
+SAMPLERS: Registry[Callable[[torch.Tensor, int, float], tuple[torch.Tensor, torch.Tensor]]] = (
+    Registry("seed sampler")
+)
+
+
+@SAMPLERS.register("probability", aliases=("pb",), help="FG by CAM value, BG from the lowest 20%")
+def _probability_weights(
+    flat: torch.Tensor, n: int, bg_fraction: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    fg_w = flat.clamp(min=0.0) + 1e-6
+    k_low = max(n, int(round(bg_fraction * flat.shape[1])))
+    low_idx = torch.topk(flat, k=min(k_low, flat.shape[1]), dim=1, largest=False).indices
+    return fg_w, torch.zeros_like(flat).scatter_(1, low_idx, 1.0)
+
+
+@SAMPLERS.register("threshold", aliases=("th",), help="uniform inside / outside Otsu's threshold")
+def _threshold_weights(
+    flat: torch.Tensor, n: int, bg_fraction: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    inside = flat > otsu_thresholds(flat).unsqueeze(1)
+    # A constant CAM has nothing above its threshold: fall back to uniform weights.
+    empty_fg = ~inside.any(dim=1, keepdim=True)
+    empty_bg = inside.all(dim=1, keepdim=True)
+    fg_w = torch.where(empty_fg, torch.ones_like(flat), inside.float())
+    return fg_w, torch.where(empty_bg, torch.ones_like(flat), (~inside).float())
 
 
 def sample_seeds(
     cams: torch.Tensor,
     n: int = 5,
-    sampler: str = "pb",
+    sampler: str = "probability",
     bg_fraction: float = 0.2,
     eligible: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
@@ -39,26 +68,14 @@ def sample_seeds(
     if cams.ndim != 3:
         raise ValueError(f"cams must be [B, H, W], got shape {tuple(cams.shape)}")
     if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS.choices()}")
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     if not 0.0 < bg_fraction <= 1.0:
         raise ValueError(f"bg_fraction must be in (0, 1], got {bg_fraction}")
     b, h, w = cams.shape
     flat = torch.nan_to_num(cams.detach().float(), nan=0.0).reshape(b, h * w)
-    if sampler == "pb":
-        fg_w = flat.clamp(min=0.0) + 1e-6
-        k_low = max(n, int(round(bg_fraction * h * w)))
-        low_idx = torch.topk(flat, k=min(k_low, h * w), dim=1, largest=False).indices
-        bg_w = torch.zeros_like(flat).scatter_(1, low_idx, 1.0)
-    else:
-        thr = otsu_thresholds(flat).unsqueeze(1)
-        inside = flat > thr
-        # A constant CAM has nothing above its threshold: fall back to uniform weights.
-        empty_fg = ~inside.any(dim=1, keepdim=True)
-        empty_bg = inside.all(dim=1, keepdim=True)
-        fg_w = torch.where(empty_fg, torch.ones_like(flat), inside.float())
-        bg_w = torch.where(empty_bg, torch.ones_like(flat), (~inside).float())
+    fg_w, bg_w = SAMPLERS.get(sampler)(flat, n, bg_fraction)
     fg_idx = _draw(fg_w, n, generator)
     bg_idx = _draw(bg_w, n, generator)
 
@@ -100,7 +117,7 @@ def otsu_thresholds(flat: torch.Tensor, bins: int = 256) -> torch.Tensor:
 def sample_points(
     cam: torch.Tensor,
     n: int = 5,
-    sampler: str = "pb",
+    sampler: str = "probability",
     bg_fraction: float = 0.2,
     seed: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:

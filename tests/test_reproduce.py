@@ -23,8 +23,11 @@ def _epoch(tracker, out: Path, epoch: int, acc: float, locs: dict[str, float]) -
     tracker({"event": "epoch", "epoch": epoch, "metrics": metrics})
 
 
-def test_best_loc_copies_apply_the_accuracy_guard_in_hindsight(reproduce, tmp_path):
-    tracker = reproduce.BestLocCopies(tmp_path, ["cam", "layercam"], margin=10.0)
+def test_best_loc_copies_apply_the_accuracy_guard_in_hindsight(tmp_path):
+    from pixelcam.train.selection import BestLocTracker
+
+    targets = {"cam": "bloc_cam", "layercam": "bloc_layercam"}
+    tracker = BestLocTracker(tmp_path, targets, margin=10.0)  # what reproduce.py attaches
     tracker({"event": "step", "epoch": 1})  # other events are ignored
     _epoch(tracker, tmp_path, 0, 50.0, {"cam": 99.0, "layercam": 99.0})
     # epoch 0 is never chosen, but a fallback file exists from the start

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pixelcam.cams.base import (
     GRADIENT_MODES,
+    MAP_METHODS,
     CAMMethod,
     GradientCAMMethod,
     available_methods,
@@ -46,6 +47,7 @@ __all__ = [
     "available_methods",
     "compute_maps",
     "get_method",
+    "MAP_METHODS",
     "method_names",
     "minmax_normalize",
     "register",

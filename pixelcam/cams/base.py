@@ -9,13 +9,13 @@ to [0, 1]. PixelCAM's map is a probability and is NOT min-max normalised.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from pixelcam.errors import InputError
+from pixelcam.registry import Registry
 
 if TYPE_CHECKING:
     from pixelcam.models.model import ModelOutput, WSOLModel
@@ -50,6 +50,8 @@ class CAMMethod:
     """
 
     name: ClassVar[str] = ""
+    #: listing order (baselines first, then PixelCAM, then the decoder references)
+    order: ClassVar[float] = 100.0
     normalize: ClassVar[bool] = True
     class_specific: ClassVar[bool] = True
 
@@ -157,36 +159,24 @@ def spatial_sum(t: torch.Tensor, hw: int) -> torch.Tensor:
     return t.sum(dim=(-2, -1))
 
 
-_REGISTRY: dict[str, Callable[..., CAMMethod]] = {}
-#: listing order of the built-in methods (others follow in registration order)
-_ORDER = ("cam", "gradcampp", "layercam", "deepmil", "sat", "pixelcam", "negev", "unet")
-
-
-def _ordered() -> list[str]:
-    rank = {n: i for i, n in enumerate(_ORDER)}
-    return sorted(_REGISTRY, key=lambda n: rank.get(n, len(rank)))
+#: every map method, by name; modules of :mod:`pixelcam.cams` register on first listing
+MAP_METHODS: Registry[type[CAMMethod]] = Registry("map method", package="pixelcam.cams")
 
 
 def register(cls: type[CAMMethod]) -> type[CAMMethod]:
-    """Class decorator: make a method available by its ``name``."""
-    _REGISTRY[cls.name] = cls
-    return cls
+    """Class decorator: make a method available by its ``name`` (listed by its ``order``)."""
+    return MAP_METHODS.register(cls.name, order=cls.order, help=cls.__doc__ or "")(cls)
 
 
 def method_names() -> list[str]:
     """Registered method names: cam, gradcampp, layercam, deepmil, sat, pixelcam, negev,
     unet, then custom ones."""
-    return _ordered()
+    return MAP_METHODS.names()
 
 
 def get_method(name: str, **options: object) -> CAMMethod:
     """A method instance by name; ``options`` e.g. ``gradient="autograd"`` for GradCAM++."""
-    try:
-        cls = _REGISTRY[name]
-    except KeyError:
-        raise InputError(
-            f"unknown map method {name!r}; available: {', '.join(_ordered())}"
-        ) from None
+    cls = MAP_METHODS.get(name)
     if not issubclass(cls, GradientCAMMethod):
         options.pop("gradient", None)
     try:
@@ -197,4 +187,4 @@ def get_method(name: str, **options: object) -> CAMMethod:
 
 def available_methods(model: WSOLModel) -> list[str]:
     """Names of the methods that can run on ``model`` (registry order)."""
-    return [n for n in _ordered() if _REGISTRY[n]().applies(model)]
+    return [n for n in MAP_METHODS.names() if MAP_METHODS.get(n)().applies(model)]

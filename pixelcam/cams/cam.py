@@ -19,6 +19,7 @@ from pixelcam.models.model import ModelOutput, WSOLModel
 @register
 class CAM(CAMMethod):
     name = "cam"
+    order = 0
 
     def supports(self, model: WSOLModel) -> bool:
         return type(model.head).class_map is not ImageHead.class_map

@@ -34,6 +34,7 @@ class NEGEV(DecoderMap):
     """NEGEV (Belharbi et al., MIDL 2022)."""
 
     name = "negev"
+    order = 6
 
 
 @register
@@ -41,3 +42,4 @@ class UNet(DecoderMap):
     """Fully supervised U-Net (Ronneberger et al., 2015): the upper bound."""
 
     name = "unet"
+    order = 7

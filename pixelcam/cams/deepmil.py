@@ -14,6 +14,7 @@ from pixelcam.models.model import ModelOutput, WSOLModel
 @register
 class DeepMILCAM(CAMMethod):
     name = "deepmil"
+    order = 3
     class_specific = False
 
     def supports(self, model: WSOLModel) -> bool:

@@ -21,6 +21,7 @@ EPS = 1e-6
 @register
 class GradCAMPlusPlus(GradientCAMMethod):
     name = "gradcampp"
+    order = 1
 
     def raw(self, model: WSOLModel, output: ModelOutput, target: torch.Tensor) -> torch.Tensor:
         feats = output.features.detach()

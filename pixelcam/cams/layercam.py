@@ -15,6 +15,7 @@ from pixelcam.models.model import ModelOutput, WSOLModel
 @register
 class LayerCAM(GradientCAMMethod):
     name = "layercam"
+    order = 2
 
     def raw(self, model: WSOLModel, output: ModelOutput, target: torch.Tensor) -> torch.Tensor:
         feats = output.features.detach()

@@ -15,6 +15,7 @@ from pixelcam.models.model import ModelOutput, WSOLModel
 @register
 class PixelCAM(CAMMethod):
     name = "pixelcam"
+    order = 5
     normalize = False
     class_specific = False
 

@@ -14,6 +14,7 @@ from pixelcam.models.model import ModelOutput, WSOLModel
 @register
 class SATCAM(CAMMethod):
     name = "sat"
+    order = 4
     class_specific = False
 
     def supports(self, model: WSOLModel) -> bool:

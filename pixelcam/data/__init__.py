@@ -6,6 +6,7 @@ patches, the generic folder format, or a synthetic set generated on first use.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,10 @@ from pixelcam.data.transforms import (
     denormalize,
 )
 from pixelcam.errors import InputError
+from pixelcam.registry import Registry
 
 __all__ = [
-    "DATASET_KINDS",
+    "DATASETS",
     "IGNORE_INDEX",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -51,7 +53,8 @@ __all__ = [
     "write_synthetic_dataset",
 ]
 
-DATASET_KINDS: tuple[str, ...] = ("glas", "camelyon16", "folder", "synthetic")
+#: dataset readers by name: ``(root, split, fold, **options) -> WSOLDataset``
+DATASETS: Registry[Callable[..., WSOLDataset]] = Registry("dataset")
 _LAZY = {"generate_tile", "write_synthetic_dataset"}
 
 
@@ -93,30 +96,42 @@ def open_dataset(
     ...)``, remaining ``kw`` passed on), then it is read with :func:`load_folder`.
     Other ``kw`` go to the loader (e.g. ``folds_dir``, ``missing``, ``labels``).
     """
-    kind_key = str(kind).lower().replace("-", "").replace("_", "")
-    if kind_key == "glas":
-        return load_glas(root, split=split or "train", fold=fold, **kw)
-    if kind_key in ("camelyon16", "camelyon"):
-        return load_camelyon16(root, split=split, fold=fold, **kw)
-    if kind_key == "folder":
-        if fold is not None or kw:
-            raise InputError(f"the folder format takes no fold or options, got fold={fold} {kw}")
-        return load_folder(root, split=split)
-    if kind_key == "synthetic":
-        if fold is not None:
-            raise InputError(f"synthetic datasets have no folds, got fold={fold}")
-        root = Path(root).expanduser()
-        if root.exists() and not root.is_dir():
-            raise InputError(f"synthetic dataset path is not a folder: {root}")
-        if not root.exists() or not any(root.iterdir()):
-            from pixelcam.data.synthetic import write_synthetic_dataset
+    key = str(kind).lower().replace("-", "").replace("_", "")
+    return DATASETS.get(key if key in DATASETS else str(kind))(root, split, fold, **kw)
 
-            kw.setdefault("n_per_class", 8)
-            write_synthetic_dataset(root, **kw)
-        elif kw:
-            raise InputError(
-                f"{root} already holds a dataset; generation options {sorted(kw)} would be "
-                "ignored (use an empty folder)"
-            )
-        return load_folder(root, split=split)
-    raise InputError(f"unknown dataset kind {kind!r}; expected one of {DATASET_KINDS}")
+
+@DATASETS.register("glas", help="GlaS (Sirinukunwattana et al. 2017), official or paper folds")
+def _glas(root: str | Path, split: str | None, fold: int | None, **kw: Any) -> WSOLDataset:
+    return load_glas(root, split=split or "train", fold=fold, **kw)
+
+
+@DATASETS.register("camelyon16", aliases=("camelyon",), help="CAMELYON16 patches (Rony et al.)")
+def _camelyon(root: str | Path, split: str | None, fold: int | None, **kw: Any) -> WSOLDataset:
+    return load_camelyon16(root, split=split, fold=fold, **kw)
+
+
+@DATASETS.register("folder", help="generic folder: <split>/<class>/<image> (+ masks)")
+def _folder(root: str | Path, split: str | None, fold: int | None, **kw: Any) -> WSOLDataset:
+    if fold is not None or kw:
+        raise InputError(f"the folder format takes no fold or options, got fold={fold} {kw}")
+    return load_folder(root, split=split)
+
+
+@DATASETS.register("synthetic", help="generated H&E-like tiles, written on first use")
+def _synthetic(root: str | Path, split: str | None, fold: int | None, **kw: Any) -> WSOLDataset:
+    if fold is not None:
+        raise InputError(f"synthetic datasets have no folds, got fold={fold}")
+    root = Path(root).expanduser()
+    if root.exists() and not root.is_dir():
+        raise InputError(f"synthetic dataset path is not a folder: {root}")
+    if not root.exists() or not any(root.iterdir()):
+        from pixelcam.data.synthetic import write_synthetic_dataset
+
+        kw.setdefault("n_per_class", 8)
+        write_synthetic_dataset(root, **kw)
+    elif kw:
+        raise InputError(
+            f"{root} already holds a dataset; generation options {sorted(kw)} would be "
+            "ignored (use an empty folder)"
+        )
+    return load_folder(root, split=split)

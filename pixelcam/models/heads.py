@@ -9,6 +9,7 @@ everywhere, which lets GradCAM++ and LayerCAM skip the backward pass.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,9 +18,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from pixelcam.errors import InputError
+from pixelcam.registry import Registry
 
-IMAGE_HEADS = ("gap", "deepmil", "sat")
-PIXEL_HEADS = ("linear", "mlp")
+#: image-level heads by name: a factory ``(in_channels, num_classes, **options) -> ImageHead``
+IMAGE_HEADS: Registry[Callable[..., ImageHead]] = Registry("image head")
+#: PixelCAM pixel heads by name: a factory ``(in_channels) -> nn.Module`` giving 2 logits
+PIXEL_HEADS: Registry[Callable[[int], nn.Module]] = Registry("pixel head")
 
 
 @dataclass
@@ -204,29 +208,44 @@ class MLPPixelHead(nn.Module):
         return self.layers(features)
 
 
+@IMAGE_HEADS.register("gap", help="global average pooling + linear (CAM, GradCAM++, LayerCAM)")
+def _gap(in_channels: int, num_classes: int, **kwargs: object) -> ImageHead:
+    _no_kwargs("gap", kwargs)
+    return GAPHead(in_channels, num_classes)
+
+
+@IMAGE_HEADS.register("deepmil", help="gated attention MIL pooling (Ilse et al. 2018)")
+def _deepmil(in_channels: int, num_classes: int, **kwargs: object) -> ImageHead:
+    hidden = int(kwargs.pop("mil_hidden", 128))
+    _no_kwargs("deepmil", kwargs)
+    return DeepMILHead(in_channels, num_classes, hidden=hidden)
+
+
+@IMAGE_HEADS.register("sat", help="SAT token attention head (ViT backbones only)")
+def _sat(in_channels: int, num_classes: int, **kwargs: object) -> ImageHead:
+    n_blocks = int(kwargs.pop("sat_blocks", 3))
+    _no_kwargs("sat", kwargs)
+    return SATHead(in_channels, num_classes, n_blocks=n_blocks)
+
+
+PIXEL_HEADS.register("linear", help="1x1 conv FG/BG classifier (the paper's)")(
+    lambda in_channels: LinearPixelHead(in_channels)
+)
+PIXEL_HEADS.register("mlp", help="multi-layer pixel classifier (Table 17 ablation)")(
+    lambda in_channels: MLPPixelHead(in_channels)
+)
+
+
 def build_image_head(kind: str, in_channels: int, num_classes: int, **kwargs: object) -> ImageHead:
-    if kind == "gap":
-        _no_kwargs(kind, kwargs)
-        return GAPHead(in_channels, num_classes)
-    if kind == "deepmil":
-        hidden = int(kwargs.pop("mil_hidden", 128))
-        _no_kwargs(kind, kwargs)
-        return DeepMILHead(in_channels, num_classes, hidden=hidden)
-    if kind == "sat":
-        n_blocks = int(kwargs.pop("sat_blocks", 3))
-        _no_kwargs(kind, kwargs)
-        return SATHead(in_channels, num_classes, n_blocks=n_blocks)
-    raise InputError(f"unknown head {kind!r}; choose one of {', '.join(IMAGE_HEADS)}")
+    """An image head by registry name (``gap``, ``deepmil``, ``sat`` or a registered one)."""
+    return IMAGE_HEADS.get(kind)(in_channels, num_classes, **kwargs)
 
 
 def build_pixel_head(kind: str | None, in_channels: int) -> nn.Module | None:
+    """A pixel head by registry name; ``None``/``"none"``: no pixel head."""
     if kind is None or kind == "none":
         return None
-    if kind == "linear":
-        return LinearPixelHead(in_channels)
-    if kind == "mlp":
-        return MLPPixelHead(in_channels)
-    raise InputError(f"unknown pixel head {kind!r}; choose one of {', '.join(PIXEL_HEADS)}, None")
+    return PIXEL_HEADS.get(kind)(in_channels)
 
 
 def _no_kwargs(kind: str, kwargs: dict) -> None:

@@ -1,8 +1,15 @@
 """Whole-slide images: lazy reading of pyramidal TIFF, OME-TIFF and SVS files, tiled
-prediction with seam blending and tissue detection, and streamed pyramidal TIFF writing."""
+prediction with seam blending and tissue detection, and streamed pyramidal TIFF writing.
+
+Layers, each importing only those below it: :mod:`~pixelcam.slide.engine` (read tiles, run
+them through a model, the :class:`TileRunner` interface and its :class:`LocalRunner`) <-
+:mod:`~pixelcam.slide.cluster` (its ``DaskRunner``) <- :mod:`~pixelcam.slide.predict`
+(:func:`predict_slide`); :mod:`~pixelcam.slide.region` (live views) uses the engine only.
+"""
 
 from __future__ import annotations
 
+from pixelcam.slide.engine import LocalRunner, TileRunner, read_tiles, run_batch
 from pixelcam.slide.predict import (
     LARGE_SIDE,
     SCHEDULERS,
@@ -27,6 +34,8 @@ __all__ = [
     "SCHEDULERS",
     "SLIDE_EXTENSIONS",
     "WINDOWS",
+    "LocalRunner",
+    "TileRunner",
     "PyramidWriter",
     "StripBlender",
     "TileGrid",
@@ -40,6 +49,8 @@ __all__ = [
     "predict_slide",
     "pyramid_shapes",
     "read_thumbnail",
+    "read_tiles",
+    "run_batch",
     "tile_tissue_fractions",
     "tissue_mask",
     "window_profile",

@@ -33,7 +33,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,8 +42,17 @@ from typing import Any
 import numpy as np
 
 from pixelcam.errors import InputError, PixelCAMError
+from pixelcam.slide.engine import Box, read_tiles, run_batch
 
-__all__ = ["ADDRESS_SCHEMES", "CONNECT_TIMEOUT", "connect_scheduler", "is_address"]
+__all__ = [
+    "ADDRESS_SCHEMES",
+    "CONNECT_TIMEOUT",
+    "DaskRunner",
+    "connect_scheduler",
+    "is_address",
+    "is_client",
+    "resolve_client",
+]
 
 #: Prefixes of a ``dask.distributed`` scheduler address.
 ADDRESS_SCHEMES: tuple[str, ...] = ("tcp://", "tls://", "inproc://", "ucx://", "ws://", "wss://")
@@ -207,8 +216,6 @@ def _open_level(path: str, level: int, mtime_ns: int, size: int) -> Any:
 
 
 def _read_slide_tiles(spec: _SlideTiles) -> np.ndarray:
-    from pixelcam.slide.predict import _read_tiles
-
     try:
         stat = os.stat(spec.path)
         if stat.st_size != spec.size:
@@ -220,7 +227,7 @@ def _read_slide_tiles(spec: _SlideTiles) -> np.ndarray:
             f"dask worker {_worker_name()} cannot read the slide {spec.path} (workers read "
             f"the slide at the client's path): {reason}"
         ) from None
-    return _read_tiles(arr, list(spec.boxes), "sync")  # no nested use of the cluster
+    return read_tiles(arr, list(spec.boxes), "sync")  # no nested use of the cluster
 
 
 def _worker_model(payload: _ModelPayload, device: str | None) -> Any:
@@ -229,8 +236,8 @@ def _worker_model(payload: _ModelPayload, device: str | None) -> Any:
     if cached is not None and cached[0] == (payload.token, device):
         return cached[1]
     _LOCAL.model = None  # drop the previous run's model before building this one
+    from pixelcam.device import resolve_device
     from pixelcam.models import build_model
-    from pixelcam.train.loop import resolve_device
 
     model = build_model(**payload.config)
     model.load_state_dict(payload.state)
@@ -248,14 +255,12 @@ def _run_batch(
     target: int | None,
 ) -> tuple[dict[str, np.ndarray], float, float]:
     """One batch on a worker: ``(maps per method, read seconds, model seconds)``."""
-    from pixelcam.slide.predict import _run_model
-
     t0 = time.perf_counter()
     if isinstance(tiles, _SlideTiles):
         tiles = _read_slide_tiles(tiles)
     t1 = time.perf_counter()
     model = _worker_model(payload, device)
-    maps = _run_model(model, tiles, insts, model_input, next(model.parameters()).device, target)
+    maps = run_batch(model, tiles, insts, model_input, next(model.parameters()).device, target)
     return maps, t1 - t0, time.perf_counter() - t1
 
 
@@ -284,112 +289,173 @@ def _payload(model: Any) -> _ModelPayload:
     return _ModelPayload(uuid.uuid4().hex, dict(config), state, dtype)
 
 
-def run_batches(
-    client: Any,
-    model: Any,
-    insts: list[Any],
-    arr: Any,
-    slide_path: Path | None,
-    level: int,
-    batches: Sequence[list[tuple[int, int]]],
-    boxes: Callable[[list[tuple[int, int]]], list[tuple[int, int, int, int]]],
-    consume: Callable[[list[tuple[int, int]], dict[str, np.ndarray]], None],
-    *,
-    model_input: int | None,
-    device: Any,
-    target: int | None,
-    tile_pixels: int,
-) -> dict[str, Any]:
-    """Run ``batches`` on the cluster of ``client``, handing each batch's maps to
-    ``consume`` in order. Returns timings and the cluster's size."""
-    from distributed import as_completed
+class DaskRunner:
+    """:class:`~pixelcam.slide.engine.TileRunner` on a ``dask.distributed`` cluster: one
+    task per batch, a few batches in flight, results in order (see the module docstring).
 
-    from pixelcam.slide.predict import _read_tiles
+    Args:
+        scheduler: a scheduler address (a client is opened here and closed by
+            :meth:`close`; an unreachable one raises :class:`~pixelcam.errors.InputError`)
+            or a ``distributed.Client`` (left open).
+        model: a pixelcam model (rebuilt on the workers from its ``config`` and weights).
+        methods: names or :class:`~pixelcam.cams.base.CAMMethod` instances.
+        arr: the level the boxes index, read here and scattered when ``slide_path`` is None.
+        slide_path: a slide file the workers read themselves, at this path.
+        level: the level of ``slide_path`` the boxes index.
+        model_input: side the tiles are resized to (None: their own).
+        device: the workers' device (default: CUDA where a worker has it, else its CPU).
+        target: the class class-specific maps explain (default: each tile's prediction).
+    """
 
-    nthreads = client.nthreads()
-    address = client.scheduler.address
-    threads = max(1, sum(nthreads.values()))
-    batch_bytes = max(1, max(map(len, batches), default=1) * tile_pixels * 4 * len(insts))
-    window = max(2, min(2 * threads, _IN_FLIGHT_BYTES // batch_bytes))
-    device = None if device is None else str(device)
-    run = uuid.uuid4().hex[:8]
-    stats = {"model_seconds": 0.0, "read_seconds": 0.0, "wait_seconds": 0.0}
-    size = slide_path.stat().st_size if slide_path is not None else 0
+    def __init__(
+        self,
+        scheduler: Any,
+        model: Any,
+        methods: Sequence[Any],
+        arr: Any,
+        *,
+        slide_path: Path | None = None,
+        level: int = 0,
+        model_input: int | None = 224,
+        device: Any = None,
+        target: int | None = None,
+    ) -> None:
+        self.client, self._owned = resolve_client(scheduler)
+        self.model = model
+        self.methods = list(methods)
+        self.arr = arr
+        self.slide_path = slide_path
+        self.level = int(level)
+        self.model_input = model_input
+        self.device = None if device is None else str(device)
+        self.target = target
+        self.stats: dict[str, Any] = {
+            "model_seconds": 0.0,
+            "read_wait_seconds": 0.0,
+            "read_seconds": 0.0,
+            "scheduler": self.client.scheduler.address,
+        }
 
-    payload = client.scatter(_payload(model), broadcast=True, hash=False)
-    futures: dict[Any, int] = {}
-    scattered: dict[int, Any] = {}
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pixelcam-tiles")
-    reads: dict[int, Any] = {}  # client-side reads of in-memory sources, ahead of submission
+    def run(self, batches: Sequence[Sequence[Box]]) -> Iterator[dict[str, np.ndarray]]:
+        """See :meth:`~pixelcam.slide.engine.TileRunner.run`. Adds ``read_seconds`` (tile
+        reads, summed over the tasks; ``model_seconds`` too), ``workers``, ``threads`` and
+        ``in_flight`` (most batches submitted at a time) to :attr:`stats`."""
+        flow = _Flow(self, batches)
+        try:
+            yield from flow.results()
+        except BaseException:  # an error, or the caller closed the iterator early
+            flow.cancel()
+            raise
+        finally:
+            flow.shutdown()
 
-    def read_ahead(upto: int) -> None:
-        if slide_path is not None:
-            return
-        for j in range(upto, min(upto + 2, len(batches))):
-            if j not in reads:
-                reads[j] = pool.submit(_read_tiles, arr, boxes(batches[j]), "threads")
+    def close(self) -> None:
+        """Close the client opened for an address (a client passed in is left open)."""
+        if self._owned:
+            self._owned = False
+            self.client.close()
 
-    def submit(i: int) -> None:
-        if slide_path is not None:
-            data = _SlideTiles(str(slide_path), level, size, tuple(boxes(batches[i])))
-        else:
-            read_ahead(i)
-            t0 = time.perf_counter()
-            tiles = reads.pop(i).result()
-            stats["read_seconds"] += time.perf_counter() - t0
-            data = scattered[i] = client.scatter(tiles, hash=False)
-        fut = client.submit(
-            _run_batch, payload, data, insts, model_input, device, target,
-            key=f"pixelcam-batch-{run}-{i}", pure=False, priority=-i,
-        )  # fmt: skip
-        futures[fut] = i
-        pending.add(fut)
 
-    pending = as_completed(loop=client.loop)
-    buffer: dict[int, dict[str, np.ndarray]] = {}
-    submitted = consumed = 0
-    try:
-        while submitted < min(window, len(batches)):
-            submit(submitted)
+def _area(box: Box) -> int:
+    return (box[1] - box[0]) * (box[3] - box[2])
+
+
+class _Flow:
+    """One :meth:`DaskRunner.run`: the tasks in flight and the results not yet yielded."""
+
+    def __init__(self, runner: DaskRunner, batches: Sequence[Sequence[Box]]) -> None:
+        from distributed import as_completed
+
+        client = runner.client
+        self.runner, self.client, self.batches = runner, client, batches
+        self.stats = runner.stats
+        nthreads = client.nthreads()
+        threads = max(1, sum(nthreads.values()))
+        tile_pixels = max((_area(box) for batch in batches for box in batch), default=1)
+        most = max(map(len, batches), default=1)
+        batch_bytes = max(1, most * tile_pixels * 4 * len(runner.methods))  # float32 maps
+        self.window = max(2, min(2 * threads, _IN_FLIGHT_BYTES // batch_bytes))
+        self.stats.update(workers=len(nthreads), threads=threads, in_flight=self.window)
+        self.run_id = uuid.uuid4().hex[:8]
+        path = runner.slide_path
+        self.size = path.stat().st_size if path is not None else 0
+        self.payload = client.scatter(_payload(runner.model), broadcast=True, hash=False)
+        self.futures: dict[Any, int] = {}
+        self.scattered: dict[int, Any] = {}
+        self.reads: dict[int, Any] = {}  # client-side reads of in-memory sources, ahead
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pixelcam-tiles")
+        self.pending = as_completed(loop=client.loop)
+
+    def results(self) -> Iterator[dict[str, np.ndarray]]:
+        """The maps of each batch in order; early results wait in a small buffer."""
+        n = len(self.batches)
+        submitted = consumed = 0
+        while submitted < min(self.window, n):
+            self._submit(submitted)
             submitted += 1
-        done = iter(pending)
-        while consumed < len(batches):
-            t0 = time.perf_counter()
-            fut = next(done)
-            stats["wait_seconds"] += time.perf_counter() - t0
-            i = futures.pop(fut)
-            try:
-                maps, read_s, model_s = fut.result()
-            except InputError:
-                raise
-            except Exception as exc:
-                r, c = batches[i][0]
-                raise PixelCAMError(
-                    f"tile batch {i + 1} of {len(batches)} (from tile row {r}, column {c}) "
-                    f"failed on the dask cluster at {address}: {type(exc).__name__}: {exc}"
-                ) from exc
-            fut.release()
-            if i in scattered:
-                scattered.pop(i).release()
-            stats["read_seconds"] += read_s
-            stats["model_seconds"] += model_s
-            buffer[i] = maps  # early results wait here: the blender takes rows in order
+        done = iter(self.pending)
+        buffer: dict[int, dict[str, np.ndarray]] = {}
+        while consumed < n:
+            i, maps = self._collect(done)
+            buffer[i] = maps
             while consumed in buffer:
-                consume(batches[consumed], buffer.pop(consumed))
+                yield buffer.pop(consumed)
                 consumed += 1
-                if submitted < len(batches):
-                    submit(submitted)
+                if submitted < n:
+                    self._submit(submitted)
                     submitted += 1
-    except BaseException:
-        client.cancel(list(futures) + list(scattered.values()), force=True)
-        raise
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-        payload.release()
-    return {
-        **stats,
-        "address": address,
-        "workers": len(nthreads),
-        "threads": threads,
-        "in_flight": window,
-    }
+
+    def _read_ahead(self, upto: int) -> None:
+        for j in range(upto, min(upto + 2, len(self.batches))):
+            if j not in self.reads:
+                args = (self.runner.arr, self.batches[j], "threads")
+                self.reads[j] = self.pool.submit(read_tiles, *args)
+
+    def _submit(self, i: int) -> None:
+        r = self.runner
+        if r.slide_path is not None:
+            data: Any = _SlideTiles(str(r.slide_path), r.level, self.size, tuple(self.batches[i]))
+        else:
+            self._read_ahead(i)
+            t0 = time.perf_counter()
+            tiles = self.reads.pop(i).result()
+            self.stats["read_seconds"] += time.perf_counter() - t0
+            data = self.scattered[i] = self.client.scatter(tiles, hash=False)
+        fut = self.client.submit(
+            _run_batch, self.payload, data, r.methods, r.model_input, r.device, r.target,
+            key=f"pixelcam-batch-{self.run_id}-{i}", pure=False, priority=-i,
+        )  # fmt: skip
+        self.futures[fut] = i
+        self.pending.add(fut)
+
+    def _collect(self, done: Iterator[Any]) -> tuple[int, dict[str, np.ndarray]]:
+        """The next finished batch: ``(its index, its maps)``."""
+        t0 = time.perf_counter()
+        fut = next(done)
+        self.stats["read_wait_seconds"] += time.perf_counter() - t0
+        i = self.futures.pop(fut)
+        try:
+            maps, read_s, model_s = fut.result()
+        except InputError:
+            raise
+        except Exception as exc:
+            y0, _, x0, _ = self.batches[i][0]
+            raise PixelCAMError(
+                f"tile batch {i + 1} of {len(self.batches)} (from the tile at y {y0}, x {x0}) "
+                f"failed on the dask cluster at {self.stats['scheduler']}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        fut.release()
+        if i in self.scattered:
+            self.scattered.pop(i).release()
+        self.stats["read_seconds"] += read_s
+        self.stats["model_seconds"] += model_s
+        return i, maps
+
+    def cancel(self) -> None:
+        """Cancel the tasks in flight and the tiles scattered for them."""
+        self.client.cancel(list(self.futures) + list(self.scattered.values()), force=True)
+
+    def shutdown(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.payload.release()

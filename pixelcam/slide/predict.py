@@ -4,11 +4,13 @@
 finds the tissue on a low-resolution level (:mod:`pixelcam.slide.tissue`), and runs the
 model on the overlapping tiles (:class:`~pixelcam.slide.tiling.TileGrid`) that hold tissue,
 ``batch_size`` tiles per :func:`pixelcam.cams.compute_maps` call (one forward for all the
-methods). Each tile is resized to ``model_input`` as
-:class:`~pixelcam.data.transforms.EvalTransform` does (bilinear, antialiased when
-shrinking, ImageNet normalisation; on the CPU the resize runs on the ``uint8`` pixels,
-about 10x faster than in float and within a grey level of it); its maps come back at the
-tile's size and are blended across the seams (:class:`~pixelcam.slide.tiling.StripBlender`).
+methods). Each tile is preprocessed by :func:`pixelcam.data.transforms.preprocess_batch`,
+as :func:`pixelcam.inference.predict_maps` does (resize to ``model_input``: bilinear,
+antialiased when shrinking; ImageNet normalisation; on the CPU the resize runs on the
+``uint8`` pixels, about 10x faster than in float and within a grey level of it); its maps
+come back at the tile's size and are blended across the seams
+(:class:`~pixelcam.slide.tiling.StripBlender`). The tiles are read and run by a
+:class:`~pixelcam.slide.engine.TileRunner` (:mod:`pixelcam.slide.engine`).
 Background tiles are not run: their pixels are 0 in the maps.
 
 Memory does not grow with the slide's height: the next batch of tiles is read (by dask, in
@@ -31,16 +33,18 @@ tile to the next than PixelCAM's probabilities, which the blending cannot fix.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pixelcam.errors import InputError
+from pixelcam.slide.cluster import DaskRunner, is_address, is_client
+from pixelcam.slide.engine import LocalRunner, TileRunner
 
 __all__ = ["LARGE_SIDE", "SCHEDULERS", "needs_tiling", "output_paths", "predict_slide"]
 
@@ -130,8 +134,6 @@ def _check_level(levels: list[Any], level: int, name: str) -> Any:
 
 
 def _check_scheduler(scheduler: Any) -> Any:
-    from pixelcam.slide.cluster import is_address, is_client
-
     if scheduler in SCHEDULERS or is_client(scheduler):
         return scheduler
     if is_address(scheduler):
@@ -197,115 +199,34 @@ def predict_slide(
     is the client's time waiting for results, and ``workers``, ``threads`` (worker threads)
     and ``in_flight`` (most batches submitted at a time) describe the cluster.
     """
-    import dask
-
     from pixelcam.cams.compute import resolve_methods
-    from pixelcam.slide.reader import SLIDE_EXTENSIONS
-    from pixelcam.slide.tiling import StripBlender, TileGrid, batched
-    from pixelcam.slide.tissue import read_thumbnail, tile_tissue_fractions, tissue_mask
-    from pixelcam.slide.writer import PyramidWriter
+    from pixelcam.slide.tiling import TileGrid
 
     start = time.perf_counter()
     scheduler = _check_scheduler(scheduler)
-    local = scheduler in SCHEDULERS
-    if batch_size < 1:
-        raise InputError(f"batch_size must be positive, got {batch_size}")
-    if model_input is not None and model_input < 16:
-        raise InputError(f"model_input must be at least 16 pixels, got {model_input}")
-    if not 0.0 <= float(min_tissue) <= 1.0:
-        raise InputError(f"min_tissue must be a fraction in [0, 1], got {min_tissue}")
+    _check_options(batch_size, model_input, min_tissue)
     insts = resolve_methods(model, list(methods))
-    names = [m.name for m in insts]
     levels, source_name = _open_levels(source)
     arr = _check_level(levels, level, source_name)
     grid = TileGrid.from_shape(arr.shape, tile, overlap)
-    height, width = grid.height, grid.width
-    slide_path = None  # a slide file the workers read themselves
-    if (
-        not local
-        and isinstance(source, (str, Path))
-        and Path(source).suffix.lower() in SLIDE_EXTENSIONS
-    ):
-        slide_path = Path(source).resolve()
-
-    client = owned = None
-    if local:
-        if device is not None:
-            model.to(device)
-        device = next(model.parameters()).device
-    else:
-        from pixelcam.slide.cluster import resolve_client
-
-        client, owned = resolve_client(scheduler)
+    runner = _make_runner(
+        scheduler, model, insts, source, arr, int(level),
+        model_input=model_input, device=device, target=target,
+    )  # fmt: skip
     try:
         tissue_start = time.perf_counter()
-        if min_tissue > 0:
-            max_factor = max(1.0, tile / 32, math.sqrt(height * width / _THUMBNAIL_PIXELS))
-            # never on a default distributed client: the thumbnail is small and read here
-            with dask.config.set(scheduler=scheduler if local else "threads"):
-                thumb, scale = read_thumbnail(levels, int(level), max_factor)
-            fractions = tile_tissue_fractions(tissue_mask(thumb), grid, scale)
-            keep = fractions >= float(min_tissue)
-        else:
-            keep = np.ones((grid.rows, grid.cols), bool)
+        keep = _tissue_tiles(levels, int(level), grid, tile, min_tissue, scheduler)
         tissue_seconds = time.perf_counter() - tissue_start
         jobs = [(r, c) for r, c in grid if keep[r, c]]
-
-        blender = StripBlender(grid, names, window=window, keep=keep)
-        paths = output_paths(out_path, names)
+        paths = output_paths(out_path, [m.name for m in insts])
         meta = {"source": source_name, "level": int(level), "tile": grid.tile_h}
         meta["overlap"] = overlap
-        writers: dict[str, PyramidWriter] = {}
-        done = 0
-
-        def consume(batch: list[tuple[int, int]], maps: dict[str, np.ndarray]) -> None:
-            nonlocal done
-            for k, (r, c) in enumerate(batch):
-                # Rows above this tile row are final (tiles come in row-major order):
-                # handing them over first keeps the band at one tile row.
-                _emit(blender, grid.ys[r], writers)
-                blender.add(r, c, {n: maps[n][k] for n in names})
-            done += len(batch)
-            if progress is not None:
-                progress(done, len(jobs))
-
-        def boxes(batch: list[tuple[int, int]]) -> list[tuple[int, int, int, int]]:
-            return [grid.box(r, c) for r, c in batch]
-
-        batches = list(batched(jobs, batch_size))
-        extra: dict[str, Any] = {}
-        try:
-            for name in names:
-                writers[name] = PyramidWriter(
-                    paths[name], (height, width), np.float32, metadata={**meta, "method": name},
-                    compression_level=compression_level,
-                )  # fmt: skip
-            if local:
-                model_seconds, wait_seconds = _run_local(
-                    model, arr, batches, boxes, consume, insts, model_input, device, target,
-                    scheduler,
-                )  # fmt: skip
-            else:
-                from pixelcam.slide.cluster import run_batches
-
-                stats = run_batches(
-                    client, model, insts, arr, slide_path, int(level), batches, boxes, consume,
-                    model_input=model_input, device=device, target=target,
-                    tile_pixels=grid.tile_h * grid.tile_w,
-                )  # fmt: skip
-                model_seconds, wait_seconds = stats["model_seconds"], stats["wait_seconds"]
-                extra = {k: stats[k] for k in ("read_seconds", "workers", "threads", "in_flight")}
-                scheduler = stats["address"]
-            _emit(blender, height, writers)
-            for writer in writers.values():
-                writer.close()
-        except BaseException:
-            for writer in writers.values():
-                writer.abort()
-            raise
+        _blend_and_write(
+            runner, grid, jobs, keep, paths, meta, batch_size=batch_size, window=window,
+            compression_level=compression_level, progress=progress,
+        )  # fmt: skip
     finally:
-        if owned:
-            client.close()
+        runner.close()
     seconds = time.perf_counter() - start
     return {
         "tiles_total": len(grid),
@@ -313,45 +234,112 @@ def predict_slide(
         "tiles_skipped": len(grid) - len(jobs),
         "seconds": seconds,
         "tiles_per_s": len(jobs) / seconds if seconds > 0 else float("nan"),
-        "model_seconds": model_seconds,
-        "read_wait_seconds": wait_seconds,
         "tissue_seconds": tissue_seconds,
-        "shape": (height, width),
+        "shape": (grid.height, grid.width),
         "level": int(level),
         "outputs": {n: str(p) for n, p in paths.items()},
-        "scheduler": scheduler,
-        **extra,
+        **runner.stats,  # model_seconds, read_wait_seconds, scheduler (+ the cluster's)
     }
 
 
-def _run_local(
+def _check_options(batch_size: int, model_input: int | None, min_tissue: float) -> None:
+    if batch_size < 1:
+        raise InputError(f"batch_size must be positive, got {batch_size}")
+    if model_input is not None and model_input < 16:
+        raise InputError(f"model_input must be at least 16 pixels, got {model_input}")
+    if not 0.0 <= float(min_tissue) <= 1.0:
+        raise InputError(f"min_tissue must be a fraction in [0, 1], got {min_tissue}")
+
+
+def _make_runner(
+    scheduler: Any,
     model: Any,
-    arr: Any,
-    batches: list[list[tuple[int, int]]],
-    boxes: Callable[[list[tuple[int, int]]], list[tuple[int, int, int, int]]],
-    consume: Callable[[list[tuple[int, int]], dict[str, np.ndarray]], None],
     insts: list[Any],
-    model_input: int | None,
-    device: Any,
-    target: int | None,
-    scheduler: str,
-) -> tuple[float, float]:
-    """The model in this process, the next batch read meanwhile in a background thread.
-    Returns ``(model seconds, seconds waiting for tiles)``."""
-    model_seconds = wait_seconds = 0.0
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pixelcam-tiles") as pool:
-        pending = pool.submit(_read_tiles, arr, boxes(batches[0]), scheduler) if batches else None
-        for i, batch in enumerate(batches):
-            t0 = time.perf_counter()
-            tiles = pending.result()
-            wait_seconds += time.perf_counter() - t0
-            if i + 1 < len(batches):
-                pending = pool.submit(_read_tiles, arr, boxes(batches[i + 1]), scheduler)
-            t0 = time.perf_counter()
-            maps = _run_model(model, tiles, insts, model_input, device, target)
-            model_seconds += time.perf_counter() - t0
-            consume(batch, maps)
-    return model_seconds, wait_seconds
+    source: Any,
+    arr: Any,
+    level: int,
+    **options: Any,
+) -> TileRunner:
+    """A :class:`LocalRunner` for a local scheduler, else a :class:`DaskRunner` (connected
+    here: an unreachable scheduler fails before any work). ``options``: ``model_input``,
+    ``device``, ``target``."""
+    from pixelcam.slide.reader import SLIDE_EXTENSIONS
+
+    if scheduler in SCHEDULERS:
+        return LocalRunner(model, arr, insts, scheduler=scheduler, **options)
+    slide_path = None  # a slide file the workers read themselves
+    if isinstance(source, (str, Path)) and Path(source).suffix.lower() in SLIDE_EXTENSIONS:
+        slide_path = Path(source).resolve()
+    return DaskRunner(scheduler, model, insts, arr, slide_path=slide_path, level=level, **options)
+
+
+def _tissue_tiles(
+    levels: list[Any], level: int, grid: Any, tile: int, min_tissue: float, scheduler: Any
+) -> np.ndarray:
+    """Which tiles of ``grid`` hold at least ``min_tissue`` tissue (bool ``(rows, cols)``),
+    from a thumbnail of at most about ``_THUMBNAIL_PIXELS`` (and ``tile / 32`` times
+    smaller than the level)."""
+    import dask
+
+    from pixelcam.slide.tissue import read_thumbnail, tile_tissue_fractions, tissue_mask
+
+    if min_tissue <= 0:
+        return np.ones((grid.rows, grid.cols), bool)
+    max_factor = max(1.0, tile / 32, math.sqrt(grid.height * grid.width / _THUMBNAIL_PIXELS))
+    # never on a default distributed client: the thumbnail is small and read here
+    with dask.config.set(scheduler=scheduler if scheduler in SCHEDULERS else "threads"):
+        thumb, scale = read_thumbnail(levels, level, max_factor)
+    fractions = tile_tissue_fractions(tissue_mask(thumb), grid, scale)
+    return fractions >= float(min_tissue)
+
+
+def _blend_and_write(
+    runner: TileRunner,
+    grid: Any,
+    jobs: list[tuple[int, int]],
+    keep: np.ndarray,
+    paths: dict[str, Path],
+    meta: dict[str, Any],
+    *,
+    batch_size: int,
+    window: str,
+    compression_level: int,
+    progress: Callable[[int, int], None] | None,
+) -> None:
+    """Run ``jobs`` (tile keys, row-major) through ``runner``, blend their maps and write
+    one pyramidal TIFF per map; no file is left behind on an error."""
+    from pixelcam.slide.tiling import StripBlender, batched
+    from pixelcam.slide.writer import PyramidWriter
+
+    names = list(paths)
+    blender = StripBlender(grid, names, window=window, keep=keep)
+    batches = list(batched(jobs, batch_size))
+    writers: dict[str, PyramidWriter] = {}
+    try:
+        for name in names:
+            writers[name] = PyramidWriter(
+                paths[name], (grid.height, grid.width), np.float32,
+                metadata={**meta, "method": name}, compression_level=compression_level,
+            )  # fmt: skip
+        results = runner.run([[grid.box(r, c) for r, c in batch] for batch in batches])
+        with contextlib.closing(results):
+            done = 0
+            for maps, batch in zip(results, batches):  # results first: it runs to its end
+                for k, (r, c) in enumerate(batch):
+                    # Rows above this tile row are final (tiles come in row-major order):
+                    # handing them over first keeps the band at one tile row.
+                    _emit(blender, grid.ys[r], writers)
+                    blender.add(r, c, {n: maps[n][k] for n in names})
+                done += len(batch)
+                if progress is not None:
+                    progress(done, len(jobs))
+        _emit(blender, grid.height, writers)
+        for writer in writers.values():
+            writer.close()
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        raise
 
 
 def _emit(blender: Any, until: int, writers: dict[str, Any]) -> None:
@@ -361,57 +349,3 @@ def _emit(blender: Any, until: int, writers: dict[str, Any]) -> None:
         for name, block in rows.items():
             np.clip(block, 0.0, 1.0, out=block)
             writers[name].write_rows(block)
-
-
-def _read_tiles(arr: Any, boxes: list[tuple[int, int, int, int]], scheduler: str) -> np.ndarray:
-    """The tiles of ``boxes`` as one ``uint8`` array ``[B, h, w, 3]``."""
-    from pixelcam.data.io import to_rgb_uint8
-
-    crops = [arr[y0:y1, x0:x1] for y0, y1, x0, x1 in boxes]
-    if any(hasattr(c, "dask") for c in crops):
-        import dask
-
-        crops = dask.compute(*crops, scheduler=scheduler)
-    out = None
-    for k, crop in enumerate(crops):
-        crop = np.asarray(crop)
-        if not (crop.dtype == np.uint8 and crop.ndim == 3 and crop.shape[-1] == 3):
-            crop = to_rgb_uint8(crop, name=f"tile {boxes[k]}")
-        if out is None:
-            out = np.empty((len(crops), *crop.shape), np.uint8)
-        out[k] = crop
-    return out
-
-
-def _run_model(
-    model: Any,
-    tiles: np.ndarray,
-    insts: list[Any],
-    model_input: int | None,
-    device: Any,
-    target: int | None,
-) -> dict[str, np.ndarray]:
-    import torch
-    import torch.nn.functional as F
-
-    from pixelcam.cams.compute import compute_maps
-    from pixelcam.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-
-    size = (int(tiles.shape[1]), int(tiles.shape[2]))
-    # Few passes over the batch: this runs beside the model on the same CPU cores.
-    with torch.no_grad():  # not inference_mode: gradient methods differentiate the heads
-        x = torch.from_numpy(tiles).to(device).permute(0, 3, 1, 2)  # uint8, channels last
-        if model_input is not None and size != (model_input, model_input):
-            shrink = model_input < size[0] or model_input < size[1]
-            resize = {"size": (model_input, model_input), "mode": "bilinear"}
-            resize.update(align_corners=False, antialias=shrink)
-            if x.device.type == "cpu":  # torch's uint8 path: ~10x faster than float on CPU
-                x = F.interpolate(x, **resize)
-            else:
-                x = F.interpolate(x.float(), **resize)
-        x = x.contiguous().float()  # a new tensor: the in-place steps below touch no input
-        std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
-        mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-        x.mul_(1.0 / (255.0 * std)).sub_(mean / std)  # (x / 255 - mean) / std
-    res = compute_maps(model, x, insts, target=target, size=size)
-    return {k: v.detach().cpu().numpy() for k, v in res.maps.items()}  # in [0, 1] already

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from pixelcam.errors import InputError
-from pixelcam.slide.predict import _read_tiles, _run_model
+from pixelcam.slide.engine import read_tiles, run_batch
 from pixelcam.slide.tiling import WINDOWS, TileGrid, blend_window
 
 __all__ = [
@@ -51,6 +51,10 @@ __all__ = [
 ]
 
 Box = tuple[int, int, int, int]
+
+#: The model call of :func:`iter_region_tiles`, called with positional arguments only:
+#: tests (tests/napari/test_viewport.py) replace it to count or slow the model calls.
+_run_model = run_batch
 
 
 @dataclass(frozen=True)
@@ -181,7 +185,7 @@ def iter_region_tiles(
     for start in range(0, len(keys), batch_size):
         batch = keys[start : start + batch_size]
         boxes = [grid.box(r, c) for r, c in batch]
-        tiles = _read_tiles(image, boxes, "sync")
+        tiles = read_tiles(image, boxes, "sync")
         fractions = [tile_tissue_fraction(t) if min_tissue > 0 else 1.0 for t in tiles]
         run = [i for i, f in enumerate(fractions) if f >= min_tissue]
         maps: dict[str, np.ndarray] = {}

@@ -1,18 +1,27 @@
-"""Training: baseline WSOL and PixelCAM phases, teacher-CAM cache, resumable runs."""
+"""Training: the loop, one module per phase (:mod:`pixelcam.train.phases`), model
+selection (:mod:`pixelcam.train.selection`), teacher-CAM cache, resumable runs.
 
-from pixelcam.train.config import TrainConfig
-from pixelcam.train.events import EventLog, read_events
-from pixelcam.train.loop import RunResult, TrainingError, resolve_device, train
-from pixelcam.train.teacher import cached_teacher_cams, compute_teacher_cams
+Imported lazily: ``pixelcam.train.config`` and ``pixelcam.train.phases`` load without
+torch, so views and the CLI list choices cheaply.
+"""
 
-__all__ = [
-    "EventLog",
-    "RunResult",
-    "TrainConfig",
-    "TrainingError",
-    "cached_teacher_cams",
-    "compute_teacher_cams",
-    "read_events",
-    "resolve_device",
-    "train",
-]
+from __future__ import annotations
+
+from pixelcam import lazy_attributes
+
+_API = {
+    "EventLog": "pixelcam.train.events",
+    "read_events": "pixelcam.train.events",
+    "RunResult": "pixelcam.train.loop",
+    "TrainingError": "pixelcam.train.loop",
+    "train": "pixelcam.train.loop",
+    "TrainConfig": "pixelcam.train.config",
+    "cached_teacher_cams": "pixelcam.train.teacher",
+    "compute_teacher_cams": "pixelcam.train.teacher",
+    "resolve_device": "pixelcam.device",
+}
+
+__all__ = sorted(_API)
+
+
+__getattr__ = lazy_attributes(__name__, _API)

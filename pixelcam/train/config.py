@@ -4,14 +4,13 @@ dock and the Python API, validated before anything expensive starts."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from pixelcam.errors import InputError
-
-PHASES = ("baseline", "pixelcam", "negev", "unet")
-DATASETS = ("glas", "camelyon16", "folder", "synthetic")
-DEVICES = ("auto", "cpu", "cuda", "mps")
+from pixelcam.train.phases import PHASES, get_phase
+from pixelcam.train.phases._seeded import RUN_CHECKPOINTS
 
 
 @dataclass
@@ -53,7 +52,7 @@ class TrainConfig:
     eval_method: str | None = None
     lam: float = 1.0
     n: int = 5
-    sampler: str = "pb"
+    sampler: str = "probability"
     bg_fraction: float = 0.2
     positive_only: bool = False
     annotations: str | None = None
@@ -88,25 +87,11 @@ class TrainConfig:
 
         if not self.out:
             raise bad("an output folder (out) is required")
-        if self.phase not in PHASES:
-            raise bad(f"phase must be one of {PHASES}, got {self.phase!r}")
-        if self.dataset not in DATASETS:
-            raise bad(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
+        self._check_choices(bad)
         if self.dataset != "synthetic" and not self.data_root:
             raise bad(f"dataset {self.dataset!r} needs data_root")
-        if self.device not in DEVICES:
-            raise bad(f"device must be one of {DEVICES}, got {self.device!r}")
-        if self.phase in ("pixelcam", "negev") and not self.teacher:
-            raise bad(f"phase {self.phase!r} needs a teacher (a baseline run folder or checkpoint)")
-        if not (self.smooth_weight >= 0 and self.smooth_sigma > 0):
-            raise bad(
-                f"smooth_weight must be >= 0 and smooth_sigma > 0 (got {self.smooth_weight}, "
-                f"{self.smooth_sigma})"
-            )
         if not 8 <= int(self.decoder_width) <= 4096:
             raise bad(f"decoder_width must be in 8..4096, got {self.decoder_width}")
-        if self.sampler not in ("pb", "th"):
-            raise bad(f"sampler must be 'pb' or 'th', got {self.sampler!r}")
         for name in ("epochs", "batch_size", "n"):
             if int(getattr(self, name)) < 1:
                 raise bad(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -118,18 +103,28 @@ class TrainConfig:
             raise bad(f"bg_fraction must be in (0, 1], got {self.bg_fraction}")
         if self.crop > self.resize:
             raise bad(f"crop ({self.crop}) must not exceed resize ({self.resize})")
-        if self.teacher_checkpoint not in ("best_loc", "best_cl", "last"):
-            raise bad("teacher_checkpoint must be best_loc, best_cl or last")
+        if self.teacher_checkpoint not in RUN_CHECKPOINTS:
+            raise bad(f"teacher_checkpoint must be one of {', '.join(RUN_CHECKPOINTS)}")
+        get_phase(self).check_config()
         return self
+
+    def _check_choices(self, bad: Callable[[str], InputError]) -> None:
+        """Every named choice is registered; aliases become names (``pb`` -> probability)."""
+        from pixelcam.data import DATASETS
+        from pixelcam.device import DEVICES
+        from pixelcam.pseudo_labels import SAMPLERS
+
+        for key, registry in (("phase", PHASES), ("dataset", DATASETS), ("device", DEVICES),
+                              ("sampler", SAMPLERS)):  # fmt: skip
+            value = getattr(self, key)
+            if value not in registry:
+                raise bad(f"{key} must be one of {tuple(registry.names())}, got {value!r}")
+            setattr(self, key, registry.canonical(value))
 
     @property
     def map_method(self) -> str:
-        """The map evaluated for B-LOC selection: PixelCAM's, or the baseline's own."""
-        if self.eval_method:
-            return self.eval_method
-        if self.phase in ("pixelcam", "negev", "unet"):
-            return self.phase
-        return {"deepmil": "deepmil", "sat": "sat"}.get(self.head, self.teacher_method)
+        """The map evaluated for B-LOC selection: the phase's own, or the baseline's."""
+        return get_phase(self).map_method()
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

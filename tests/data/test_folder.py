@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pixelcam.data import DATASET_KINDS, open_dataset
+from pixelcam.data import DATASETS, open_dataset
 from pixelcam.data.folder import list_splits, load_folder
 from pixelcam.errors import InputError
 
@@ -106,11 +106,11 @@ def test_open_dataset_dispatch(tmp_path, glas_tree, camelyon_tree):
     assert len(open_dataset("glas", glas_tree, "train", fold=0)) == 2
     assert len(open_dataset("camelyon16", camelyon_tree, "valpx", fold=0)) == 3
     assert len(open_dataset("CAMELYON16", camelyon_tree)) == 8
-    with pytest.raises(InputError, match="unknown dataset kind"):
+    with pytest.raises(InputError, match="unknown dataset"):
         open_dataset("imagenet", root)
     with pytest.raises(InputError, match="no fold"):
         open_dataset("folder", root, fold=1)
-    assert DATASET_KINDS == ("glas", "camelyon16", "folder", "synthetic")
+    assert DATASETS.names() == ["glas", "camelyon16", "folder", "synthetic"]
 
 
 def test_open_dataset_synthetic_generates_once(tmp_path, monkeypatch):

@@ -246,3 +246,31 @@ def test_cli_predict_on_a_cluster(model, slide, cluster, reference, tmp_path, ca
     with pytest.raises(SystemExit) as exc:
         main([*args, "--scheduler", "nowhere"])
     assert exc.value.code == 2
+
+
+def test_the_dask_runner_is_a_tile_runner_with_the_local_runners_maps(model, image, client):
+    from pixelcam.slide import LocalRunner, TileRunner
+    from pixelcam.slide.cluster import DaskRunner
+
+    batches = [[(0, 128, 0, 128), (0, 128, 112, 240)], [(200, 328, 224, 352)], [(384, 512, 0, 128)]]
+    local = LocalRunner(model, image, METHODS, model_input=64, scheduler="sync")
+    runner = DaskRunner(client, model, METHODS, image, model_input=64)
+    assert isinstance(runner, TileRunner) and isinstance(local, TileRunner)
+    try:
+        got = list(runner.run(batches))
+        for maps, ref in zip(got, local.run(batches), strict=True):
+            for m in METHODS:
+                np.testing.assert_allclose(maps[m], ref[m], atol=1e-5)
+        assert runner.stats["scheduler"] == client.scheduler.address
+        assert runner.stats["workers"] == 2 and runner.stats["in_flight"] == 4
+        early = runner.run(batches)  # closing early cancels what is in flight
+        next(early)
+        early.close()
+    finally:
+        runner.close()  # a client passed in stays open
+    assert client.status == "running"
+    for _ in range(50):
+        if not any(client.has_what().values()):
+            break
+        time.sleep(0.05)
+    assert not any(client.has_what().values())

@@ -10,7 +10,8 @@ from pixelcam.data import open_dataset
 from pixelcam.data.transforms import TrainTransform
 from pixelcam.pseudo_labels import IGNORE
 from pixelcam.train import TrainConfig, read_events, train
-from pixelcam.train.loop import TrainingView, _seeds
+from pixelcam.train.datasets import TrainingView
+from pixelcam.train.phases._seeded import draw_seeds as _seeds
 
 
 def _dataset(tmp_path):
