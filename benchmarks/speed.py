@@ -64,7 +64,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -676,7 +676,7 @@ def main(argv: list[str] | None = None) -> int:
     import timm
 
     report = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "argv": list(sys.argv[1:] if argv is None else argv),
         "device": str(device)
         + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),

@@ -112,6 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    for add in (_add_train, _add_evaluate, _add_predict, _add_synth):
+        add(sub)
+    return parser
+
+
+def _add_train(sub: Any) -> None:
+    """``pixelcam train``: every training option."""
     t = sub.add_parser(
         "train",
         help="train a baseline WSOL model, PixelCAM or NEGEV from a teacher, or a U-Net",
@@ -212,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true", help="print events as JSON lines on stdout")
     t.set_defaults(func=cmd_train)
 
+
+def _add_evaluate(sub: Any) -> None:
+    """``pixelcam evaluate``."""
     e = sub.add_parser(
         "evaluate",
         help="PxAP, accuracy, pixel rates, J of a checkpoint",
@@ -232,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", help="write the results as JSON here")
     e.set_defaults(func=cmd_evaluate)
 
+
+def _add_predict(sub: Any) -> None:
+    """``pixelcam predict``."""
     p = sub.add_parser(
         "predict",
         help="write maps of images as float32 TIFF",
@@ -276,6 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_predict)
 
+
+def _add_synth(sub: Any) -> None:
+    """``pixelcam synth``."""
     s = sub.add_parser("synth", help="write a synthetic H&E dataset (generic folder format)")
     s.add_argument("out")
     s.add_argument("--n-per-class", type=_positive_int, default=100)
@@ -283,7 +299,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--stain", default="he")
     s.set_defaults(func=cmd_synth)
-    return parser
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -86,8 +86,9 @@ class CAMMethod:
         target: torch.Tensor | int | None = None,
         size: int | tuple[int, int] | None = None,
     ) -> torch.Tensor:
-        """Maps ``[B, H, W]`` in [0, 1] for a batch (runs the model)."""
-        from pixelcam.cams.compute import compute_maps
+        """Maps ``[B, H, W]`` in [0, 1] for a batch (runs the model through the package's
+        :func:`~pixelcam.cams.compute_maps`)."""
+        from pixelcam.cams import compute_maps
 
         return compute_maps(model, images, [self], target=target, size=size).maps[self.name]
 

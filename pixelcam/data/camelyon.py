@@ -17,6 +17,7 @@ missing file than an empty annotation.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pixelcam.data.dataset import Record, WSOLDataset, handle_missing
 from pixelcam.data.io import IMAGE_EXTENSIONS, read_encoding, read_split_dir
@@ -69,6 +70,30 @@ def _discover(root: Path, class_names: tuple[str, ...]) -> list[Record]:
     return records
 
 
+def _check_root(root: str | Path) -> Path:
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise InputError(f"CAMELYON16 root does not exist: {root}")
+    if not root.is_dir():
+        raise InputError(f"CAMELYON16 root is not a folder: {root}")
+    return root
+
+
+def _fold_record(entry: Any, root: Path) -> Record:
+    """One fold-file entry as a record: its mask, none (listed without one, or a normal
+    patch), a ``*_mask.png`` beside the image, or unknown."""
+    rel = Path(entry.path)
+    image = root / rel
+    if entry.mask:
+        mask_path, known = root / entry.mask, True
+    elif entry.mask == "" or entry.label == 0:
+        mask_path, known = None, True
+    else:
+        beside = _mask_beside(image)
+        mask_path, known = (beside, True) if beside.is_file() else (None, False)
+    return Record(_record_id(rel), image, entry.label, mask_path, known)
+
+
 def load_camelyon16(
     root: str | Path,
     split: str | None = "train",
@@ -82,11 +107,7 @@ def load_camelyon16(
     train/valcl/valpx/test. ``missing``: "error" (InputError listing absent files) or
     "skip" (warn and drop); an empty split is an InputError.
     """
-    root = Path(root).expanduser()
-    if not root.exists():
-        raise InputError(f"CAMELYON16 root does not exist: {root}")
-    if not root.is_dir():
-        raise InputError(f"CAMELYON16 root is not a folder: {root}")
+    root = _check_root(root)
     if missing not in ("error", "skip"):
         raise InputError(f"missing must be 'error' or 'skip', got {missing!r}")
 
@@ -119,18 +140,7 @@ def load_camelyon16(
     split_dir = fold_dir / split
     entries = read_split_dir(split_dir, class_names)
 
-    records = []
-    for entry in entries:
-        rel = Path(entry.path)
-        image = root / rel
-        if entry.mask:
-            mask_path, known = root / entry.mask, True
-        elif entry.mask == "" or entry.label == 0:
-            mask_path, known = None, True  # listed without a mask, or a normal patch
-        else:
-            beside = _mask_beside(image)
-            mask_path, known = (beside, True) if beside.is_file() else (None, False)
-        records.append(Record(_record_id(rel), image, entry.label, mask_path, known))
+    records = [_fold_record(entry, root) for entry in entries]
 
     def absent(rec: Record) -> list[Path]:
         return [p for p in (rec.image_path, rec.mask_path) if p is not None and not p.is_file()]

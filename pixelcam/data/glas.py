@@ -21,6 +21,7 @@ import csv
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from pixelcam.data.dataset import Record, WSOLDataset, handle_missing
 from pixelcam.data.io import parse_label, read_encoding, read_split_dir
@@ -135,6 +136,37 @@ def _class_names(folds_dir: Path | None, fold_dir: Path | None) -> tuple[str, ..
     return GLAS_CLASSES
 
 
+def _default_folds_dir(root: str | Path, data_root: Path, fold: int) -> Path:
+    """``root/folds`` or ``data_root/folds``, whichever exists."""
+    for candidate in (Path(root) / "folds", data_root / "folds"):
+        if candidate.is_dir():
+            return candidate
+    raise InputError(
+        f"no fold files for GlaS fold {fold}: {Path(root) / 'folds'} does not exist; "
+        "pass folds_dir= (the folder holding fold-0 ... fold-4), or fold=None for the "
+        "official splits"
+    )
+
+
+def _fold_record(entry: Any, image_dir: Path, override: Any, labels: Any) -> Record:
+    """One fold-file entry as a record (mask: a file, known-empty ``""``, or unknown)."""
+    rel = Path(entry.path)
+    image = _expected(image_dir, rel.stem, rel.suffix or ".bmp")
+    if entry.mask is None:
+        mask_path, known = None, False
+    elif entry.mask == "":
+        mask_path, known = None, True
+    else:
+        mrel = Path(entry.mask)
+        mask_path, known = _expected(image_dir, mrel.stem, mrel.suffix or ".bmp"), True
+    label = entry.label
+    if override is not None:
+        if rel.stem not in override:
+            raise InputError(f"no label for {rel.stem} in labels={labels}")
+        label = override[rel.stem]
+    return Record(rel.stem, image, label, mask_path, known)
+
+
 def load_glas(
     root: str | Path,
     split: str = "train",
@@ -168,16 +200,7 @@ def load_glas(
     if split not in FOLD_SPLITS:
         raise InputError(f"GlaS fold split must be one of {FOLD_SPLITS}, got {split!r}")
     if folds_dir is None:
-        for candidate in (Path(root) / "folds", data_root / "folds"):
-            if candidate.is_dir():
-                folds_dir = candidate
-                break
-        else:
-            raise InputError(
-                f"no fold files for GlaS fold {fold}: {Path(root) / 'folds'} does not exist; "
-                "pass folds_dir= (the folder holding fold-0 ... fold-4), or fold=None for the "
-                "official splits"
-            )
+        folds_dir = _default_folds_dir(root, data_root, fold)
     folds_dir = Path(folds_dir)
     fold_dir = folds_dir / f"fold-{int(fold)}"
     if not fold_dir.is_dir():
@@ -187,23 +210,7 @@ def load_glas(
     entries = read_split_dir(split_dir, class_names)
     override = _labels_from(labels, class_names) if labels is not None else None
 
-    records = []
-    for entry in entries:
-        rel = Path(entry.path)
-        image = _expected(image_dir, rel.stem, rel.suffix or ".bmp")
-        if entry.mask is None:
-            mask_path, known = None, False
-        elif entry.mask == "":
-            mask_path, known = None, True
-        else:
-            mrel = Path(entry.mask)
-            mask_path, known = _expected(image_dir, mrel.stem, mrel.suffix or ".bmp"), True
-        label = entry.label
-        if override is not None:
-            if rel.stem not in override:
-                raise InputError(f"no label for {rel.stem} in labels={labels}")
-            label = override[rel.stem]
-        records.append(Record(rel.stem, image, label, mask_path, known))
+    records = [_fold_record(entry, image_dir, override, labels) for entry in entries]
 
     def absent(rec: Record) -> list[Path]:
         return [p for p in (rec.image_path, rec.mask_path) if p is not None and not p.is_file()]

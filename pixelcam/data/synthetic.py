@@ -473,42 +473,79 @@ def _glands(
     tex[mask] = rng.standard_normal(int(mask.sum()), dtype=np.float32)
 
     if label == 0:
-        thick = np.maximum(inradius * rng.uniform(0.64, 0.78, n + 1), 11 * sc)[lab]
-        lumen = mask & (depth > thick)
-        epi = mask & ~lumen
-        hem[epi] = 0.24 + 0.07 * tex[epi]
-        eos[epi] = 0.46 + 0.07 * tex[epi]
-        apical = epi & (depth > thick - 2.0 * sc)  # brighter eosinophilic luminal border
-        eos[apical] += 0.18
-        hem[lumen], eos[lumen] = 0.03, 0.05 + 0.04 * np.abs(tex[lumen])
-        # One ordered basal layer of small columnar nuclei; goblet cells above it.
-        parts: list[_Nuclei] = []
-        for bl in blobs:
-            iy, ix = int(np.clip(bl.cy, 0, h - 1)), int(np.clip(bl.cx, 0, w - 1))
-            # this gland's epithelium thickness (an estimate if its centre is off the canvas)
-            t_gl = float(thick[iy, ix]) if lab[iy, ix] else 0.7 * bl.r * bl.aspect
-            y, x, t = _ring(rng, bl, 5.0 * sc, rng.uniform(4.8, 5.6) * sc)
-            nn = len(y)
-            parts.append(_Nuclei(y, x, rng.uniform(4.4, 6.0, nn) * sc,
-                                 rng.uniform(2.2, 2.8, nn) * sc, t + rng.normal(0, 0.15, nn),
-                                 rng.uniform(1.3, 1.65, nn), np.ones(nn, np.int8)))  # fmt: skip
-            d_gob = rng.uniform(0.55, 0.68) * t_gl
-            if d_gob - 5.0 * sc >= 5.0 * sc:
-                rad = min(0.27 * t_gl, 6.5 * sc)
-                y, x, t = _ring(rng, bl, d_gob, rng.uniform(1.8, 2.2) * rad, keep=0.85)
-                nn = len(y)
-                parts.append(_Nuclei(y, x, rng.uniform(0.95, 1.35, nn) * rad,
-                                     rng.uniform(0.65, 1.0, nn) * rad, t,
-                                     np.zeros(nn), np.full(nn, 2, np.int8)))  # fmt: skip
-        nuc = _Nuclei.concat(parts)
-        ras = _render(shape, nuc)
-        ras.cover *= mask.ravel()[ras.flat]
-        kind = nuc.kind[ras.owner]
-        goblet = kind == 2
-        _paint(hem, eos, ras, np.where(goblet, 0.11, nuc.dark[ras.owner]),
-               np.where(goblet, 0.04, 0.22))  # fmt: skip
-        return mask, hem, eos
+        return _benign_glands(rng, shape, mask, blobs, depth, lab, n, inradius, tex, hem, eos, sc)
+    return _malignant_glands(rng, shape, mask, blobs, depth, lab, n, inradius, tex, hem, eos, sc)
 
+
+def _benign_glands(
+    rng: np.random.Generator,
+    shape: tuple[int, int],
+    mask: np.ndarray,
+    blobs: list,
+    depth: np.ndarray,
+    lab: np.ndarray,
+    n: int,
+    inradius: np.ndarray,
+    tex: np.ndarray,
+    hem: np.ndarray,
+    eos: np.ndarray,
+    sc: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Benign glands: a thin ordered epithelium around a lumen, basal nuclei, goblet cells."""
+    h, w = shape
+    thick = np.maximum(inradius * rng.uniform(0.64, 0.78, n + 1), 11 * sc)[lab]
+    lumen = mask & (depth > thick)
+    epi = mask & ~lumen
+    hem[epi] = 0.24 + 0.07 * tex[epi]
+    eos[epi] = 0.46 + 0.07 * tex[epi]
+    apical = epi & (depth > thick - 2.0 * sc)  # brighter eosinophilic luminal border
+    eos[apical] += 0.18
+    hem[lumen], eos[lumen] = 0.03, 0.05 + 0.04 * np.abs(tex[lumen])
+    # One ordered basal layer of small columnar nuclei; goblet cells above it.
+    parts: list[_Nuclei] = []
+    for bl in blobs:
+        iy, ix = int(np.clip(bl.cy, 0, h - 1)), int(np.clip(bl.cx, 0, w - 1))
+        # this gland's epithelium thickness (an estimate if its centre is off the canvas)
+        t_gl = float(thick[iy, ix]) if lab[iy, ix] else 0.7 * bl.r * bl.aspect
+        y, x, t = _ring(rng, bl, 5.0 * sc, rng.uniform(4.8, 5.6) * sc)
+        nn = len(y)
+        parts.append(_Nuclei(y, x, rng.uniform(4.4, 6.0, nn) * sc,
+                             rng.uniform(2.2, 2.8, nn) * sc, t + rng.normal(0, 0.15, nn),
+                             rng.uniform(1.3, 1.65, nn), np.ones(nn, np.int8)))  # fmt: skip
+        d_gob = rng.uniform(0.55, 0.68) * t_gl
+        if d_gob - 5.0 * sc >= 5.0 * sc:
+            rad = min(0.27 * t_gl, 6.5 * sc)
+            y, x, t = _ring(rng, bl, d_gob, rng.uniform(1.8, 2.2) * rad, keep=0.85)
+            nn = len(y)
+            parts.append(_Nuclei(y, x, rng.uniform(0.95, 1.35, nn) * rad,
+                                 rng.uniform(0.65, 1.0, nn) * rad, t,
+                                 np.zeros(nn), np.full(nn, 2, np.int8)))  # fmt: skip
+    nuc = _Nuclei.concat(parts)
+    ras = _render(shape, nuc)
+    ras.cover *= mask.ravel()[ras.flat]
+    kind = nuc.kind[ras.owner]
+    goblet = kind == 2
+    _paint(hem, eos, ras, np.where(goblet, 0.11, nuc.dark[ras.owner]),
+           np.where(goblet, 0.04, 0.22))  # fmt: skip
+    return mask, hem, eos
+
+
+def _malignant_glands(
+    rng: np.random.Generator,
+    shape: tuple[int, int],
+    mask: np.ndarray,
+    blobs: list,
+    depth: np.ndarray,
+    lab: np.ndarray,
+    n: int,
+    inradius: np.ndarray,
+    tex: np.ndarray,
+    hem: np.ndarray,
+    eos: np.ndarray,
+    sc: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Malignant glands: thick stratified epithelium, cribriform/necrotic/solid cores."""
+    h, w = shape
     # Malignant: thick stratified epithelium; the core is cribriform (punched-out holes),
     # filled with necrotic debris, or solid.
     thick = np.maximum(inradius * rng.uniform(0.45, 0.75, n + 1), 13 * sc)[lab]

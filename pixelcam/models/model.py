@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,6 +162,38 @@ class WSOLModel(nn.Module):
         return 0 if mod is None else sum(p.numel() for p in mod.parameters())
 
 
+def _check_sat(bb: Backbone, backbone: str, n: int) -> None:
+    """The SAT head needs a ViT with at least ``n`` blocks."""
+    if bb.family != "vit":
+        raise InputError(
+            f"the 'sat' head needs a vision transformer backbone (e.g. deit_tiny_patch16_224), "
+            f"not {backbone!r}"
+        )
+    depth = len(bb.model.blocks)
+    if not 1 <= n <= depth:
+        raise InputError(f"sat_blocks must be in 1..{depth} for {backbone!r}, got {n}")
+
+
+def _build_decoder(
+    bb: Backbone, head: str, decoder: str | None, channels: int | Sequence[int] | None
+) -> UNetDecoder | None:
+    """The NEGEV/U-Net decoder over ``bb``'s skips (None without a decoder)."""
+    if decoder is None:
+        return None
+    if decoder not in DECODER_KINDS:
+        raise InputError(
+            f"unknown decoder {decoder!r}; choose one of {', '.join(DECODER_KINDS)}, None"
+        )
+    if head == "sat":
+        raise InputError("a U-Net decoder (NEGEV/U-Net) cannot sit on the 'sat' head")
+    skips = [c for _, c in bb.skip_points()]
+    if isinstance(channels, int) and not isinstance(channels, bool):
+        channels = _decoder_widths(len(skips) + 1, channels)
+    elif channels is not None:
+        channels = [int(c) for c in channels]
+    return UNetDecoder(bb.out_channels, skips, channels)
+
+
 def build_model(
     backbone: str = "resnet18",
     num_classes: int = 2,
@@ -206,31 +239,10 @@ def build_model(
         (head_kwargs if key in HEAD_OPTIONS else timm_kwargs)[key] = value
 
     bb = Backbone(backbone, wsol_stride=wsol_stride, **timm_kwargs)
-    if head == "sat" and bb.family != "vit":
-        raise InputError(
-            f"the 'sat' head needs a vision transformer backbone (e.g. deit_tiny_patch16_224), "
-            f"not {backbone!r}"
-        )
     if head == "sat":
-        n = int(head_kwargs.get("sat_blocks", 3))
-        depth = len(bb.model.blocks)
-        if not 1 <= n <= depth:
-            raise InputError(f"sat_blocks must be in 1..{depth} for {backbone!r}, got {n}")
+        _check_sat(bb, backbone, int(head_kwargs.get("sat_blocks", 3)))
     image_head = build_image_head(head, bb.out_channels, num_classes, **dict(head_kwargs))
-    seg_decoder = None
-    if decoder is not None:
-        if decoder not in DECODER_KINDS:
-            raise InputError(
-                f"unknown decoder {decoder!r}; choose one of {', '.join(DECODER_KINDS)}, None"
-            )
-        if head == "sat":
-            raise InputError("a U-Net decoder (NEGEV/U-Net) cannot sit on the 'sat' head")
-        skips = [c for _, c in bb.skip_points()]
-        if isinstance(decoder_channels, int) and not isinstance(decoder_channels, bool):
-            decoder_channels = _decoder_widths(len(skips) + 1, decoder_channels)
-        elif decoder_channels is not None:
-            decoder_channels = [int(c) for c in decoder_channels]
-        seg_decoder = UNetDecoder(bb.out_channels, skips, decoder_channels)
+    seg_decoder = _build_decoder(bb, head, decoder, decoder_channels)
     config = {
         "backbone": backbone,
         "num_classes": num_classes,

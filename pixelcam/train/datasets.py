@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pixelcam.data.dataset import WSOLDataset
-from pixelcam.train.config import TrainConfig
+
+if TYPE_CHECKING:
+    from pixelcam.train.config import TrainConfig
 
 
 def open_split(config: TrainConfig, split: str) -> WSOLDataset:

@@ -8,14 +8,16 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from pixelcam.device import resolve_device
 from pixelcam.errors import InputError
-from pixelcam.train.config import TrainConfig
 from pixelcam.train.events import EventLog
+
+if TYPE_CHECKING:
+    from pixelcam.train.config import TrainConfig
 
 
 @dataclass
