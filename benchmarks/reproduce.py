@@ -1,4 +1,4 @@
-"""Reproduce the PixelCAM paper's tables on one dataset (issue 7), with the paper's numbers
+"""Reproduce the PixelCAM paper's tables on one dataset, with the paper's numbers
 beside ours.
 
     .venv/bin/python benchmarks/reproduce.py --quick --out runs/reproduce-quick
@@ -17,7 +17,7 @@ What it trains (``pixelcam.train.train``, nothing re-implemented), per seed:
 - PixelCAM on top of each teacher map (teacher CAMs from the teacher's B-LOC model, network
   initialised from the baseline's B-CL model, as in the authors' code), selected the same
   way on its PixelCAM map;
-- the paper's two references (issue 10, ``--references``): NEGEV over each of the DeepMIL,
+- the paper's two references (``--references``): NEGEV over each of the DeepMIL,
   GradCAM++ and LayerCAM baselines (a U-Net decoder over the FROZEN B-CL baseline, from the
   same teacher CAMs; the CL column is the frozen classifier's) and the fully supervised
   U-Net (same backbone, trained on the training masks; CL n/a), both selected on their own

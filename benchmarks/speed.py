@@ -74,7 +74,7 @@ from torch import nn
 from pixelcam.cams import compute_maps
 from pixelcam.models import build_model
 
-#: ratio -> (comparison, bound) the issue asks for
+#: ratio -> (comparison, bound) the targets
 AIMS: dict[str, tuple[str, float]] = {
     "gradcam_lib_gradcampp/pixelcam": (">=", 4.0),
     "gradcam_lib_layercam/pixelcam": (">=", 4.0),

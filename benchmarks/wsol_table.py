@@ -1,5 +1,5 @@
-"""Baseline vs PixelCAM on one dataset: the table of issue 4 (valcl accuracy, valpx PxAP),
-with the paper's two references beside them (issue 10).
+"""Baseline vs PixelCAM on one dataset: valcl accuracy and valpx PxAP,
+with the paper's two references beside them.
 
 Trains ONE baseline (GAP head), then PixelCAM from each teacher CAM method (LayerCAM,
 GradCAM++ by default; they are maps of the same GAP-head baseline), for each seed, and

@@ -88,15 +88,17 @@ def main(argv: list[str] | None = None) -> int:
         viewer.open_sample(PLUGIN, args.sample)
     _, panel = viewer.window.add_plugin_dock_widget(PLUGIN, "PixelCAM")
     if args.methods:
-        from napari_pixelcam._panel import ALL_METHODS
-
+        maps = panel.session.catalogue_now().maps  # the registered map methods
         names = [m.strip() for m in args.methods.split(",") if m.strip()]
-        unknown = [m for m in names if m not in ALL_METHODS]
+        unknown = [m for m in names if m not in maps]
         if unknown:
-            print(f"error: unknown map(s) {unknown}; choose from {ALL_METHODS}", file=sys.stderr)
+            print(
+                f"error: unknown map(s) {unknown}; choose from {list(maps.names)}",
+                file=sys.stderr,
+            )
             viewer.close()
             return 2
-        panel.methods.value = names
+        panel.session.maps = names
     if not args.no_run:
         panel.run_maps(wait=args.screenshot is not None)
         if args.grid:
@@ -104,8 +106,10 @@ def main(argv: list[str] | None = None) -> int:
             panel.grid.value = True
 
     if args.screenshot is not None:
+        from napari.qt.threading import WorkerBase
         from qtpy.QtWidgets import QApplication
 
+        WorkerBase.await_workers(300_000)  # e.g. the session's catalogue, read in a worker
         viewer.window._qt_window.resize(1500, 900)
         for _ in range(20):
             QApplication.processEvents()

@@ -1,10 +1,13 @@
 """The PixelCAM dock panel: maps as layers, comparison, pseudo-label points, annotations.
 
-Thin on purpose: every computation is a :mod:`pixelcam` call (``load_checkpoint``,
-``predict_maps``, ``sample_points``, ``per_image_pxap``, ``save_annotations``); this module
-only turns results into layers. Heavy imports (torch, timm) happen on first use, and model
-work runs in a ``thread_worker`` so the viewer never freezes; a failure becomes a napari
-notification.
+A view over the viewer's session (:mod:`napari_pixelcam._session`): its checkpoint, device,
+map and image fields read and write the session, which the live mode
+(:mod:`napari_pixelcam._viewport`, owned by this panel) and the other docks share; the
+session's rule says which checkpoint gives which map. Thin on purpose: every computation
+is a :mod:`pixelcam` call (``predict_maps``, ``sample_points``, ``per_image_pxap``,
+``save_annotations``); this module only turns results into layers. Heavy imports (torch,
+timm) happen in the session's worker, model work runs in a ``thread_worker`` so the viewer
+never freezes, and a failure becomes a napari notification.
 """
 
 from __future__ import annotations
@@ -25,28 +28,16 @@ from magicgui.widgets import (
     SpinBox,
 )
 
+from napari_pixelcam import _common as common
+from napari_pixelcam._session import Selection, devices, session_for
 from napari_pixelcam._viewport import LiveMaps
 
 if TYPE_CHECKING:
     import napari
 
-MODELS_DIR = Path(__file__).resolve().parent / "models"
-#: The bundled sample models (trained by ``sample_data/train_sample_model.py``).
-SAMPLE_PIXELCAM = MODELS_DIR / "sample_pixelcam.json"
-SAMPLE_BASELINE = MODELS_DIR / "sample_baseline.json"
-#: The bundled references: NEGEV over the sample baseline, and a fully supervised U-Net.
-SAMPLE_REFERENCES = (MODELS_DIR / "sample_negev.json", MODELS_DIR / "sample_unet.json")
-ALL_METHODS = ("cam", "gradcampp", "layercam", "deepmil", "sat", "pixelcam", "negev", "unet")
-BASELINE_METHODS = ("cam", "gradcampp", "layercam", "deepmil", "sat")
-COLORMAPS = {"pixelcam": "inferno", "negev": "magma", "unet": "viridis"}
-DEFAULT_COLORMAP = "turbo"
-POINT_COLORS = {1: "#ff2d55", 0: "#00c7ff"}
-
-
-def _notify_error(message: str) -> None:
-    from napari.utils.notifications import show_error
-
-    show_error(message)
+CHECKPOINT_FILTER = "*.json *.safetensors"
+#: the seed sampler shown before the catalogue is read (the library's default)
+DEFAULT_SAMPLER = "probability"
 
 
 class PixelCAMPanel(Container):
@@ -55,34 +46,39 @@ class PixelCAMPanel(Container):
     def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__(labels=True)
         self.viewer = viewer
-        self._models: dict[tuple[str, str, int], tuple[Any, dict]] = {}
+        self.session = session_for(viewer)
         self._worker = None
+        self._syncing = False
+        self._known_maps: list[str] = []  # listed before the catalogue is read
         self.last_result: dict[str, Any] = {}
+        self._build_widgets()
+        self._connect()
+        self._refresh()
+        # "visible region only (live)": maps of the view of a large image, as it moves
+        self.live = LiveMaps(viewer, self.session)
+        at = self.index(self.run_button) + 1
+        for i, widget in enumerate(self.live.widgets):
+            self.insert(at + i, widget)
+        self.session.load_catalogue(common.in_worker)
 
+    def _build_widgets(self) -> None:
+        s = self.session
         self.image_combo = ComboBox(label="image", choices=self._image_layers)
         self.mask_combo = ComboBox(label="mask", choices=self._label_layers, nullable=True)
         self.checkpoint = FileEdit(
-            label="PixelCAM model", filter="*.json *.safetensors", value=str(SAMPLE_PIXELCAM)
+            label="PixelCAM model", filter=CHECKPOINT_FILTER, value=s.pixelcam
         )
-        self.baseline = FileEdit(
-            label="baseline model",
-            filter="*.json *.safetensors",
-            value=str(SAMPLE_BASELINE) if SAMPLE_BASELINE.exists() else "",
-        )
+        self.baseline = FileEdit(label="baseline model", filter=CHECKPOINT_FILTER, value=s.baseline)
         self.references = FileEdit(
-            label="NEGEV / U-Net models",
-            mode="rm",
-            filter="*.json *.safetensors",
-            value=[str(p) for p in SAMPLE_REFERENCES if p.exists()],
-        )
+            label="NEGEV / U-Net models", mode="rm", filter=CHECKPOINT_FILTER,
+            value=list(s.references),
+        )  # fmt: skip
         self.references.native.setToolTip(
             "optional reference models for the compare view: NEGEV (a decoder over a frozen "
             "baseline) and the fully supervised U-Net; their maps are 'negev' and 'unet'"
         )
-        self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"])
-        self.methods = Select(
-            label="maps", choices=list(ALL_METHODS), value=["layercam", "pixelcam"]
-        )
+        self.device = ComboBox(label="device", choices=devices().names, value=s.device)
+        self.methods = Select(label="maps", choices=self._map_choices, value=list(s.maps))
         self.methods.native.setMaximumHeight(110)
         self.run_button = PushButton(text="Compute maps")
         self.progress = ProgressBar(label="progress", min=0, max=1, value=0, visible=False)
@@ -95,11 +91,10 @@ class PixelCAMPanel(Container):
         self.points_source = ComboBox(label="points from", choices=self._map_layers)
         self.n_points = SpinBox(label="n per class", value=5, min=1, max=500)
         self.sampler = ComboBox(
-            label="sampling", choices=[("probability", "pb"), ("threshold", "th")], value="pb"
+            label="sampling", choices=self._sampler_choices, value=DEFAULT_SAMPLER
         )
         self.sample_button = PushButton(text="Sample FG/BG points")
         self.save_button = PushButton(text="Save annotations")
-
         self.extend(
             [
                 self.image_combo, self.mask_combo, self.checkpoint, self.baseline,
@@ -109,16 +104,92 @@ class PixelCAMPanel(Container):
                 self.sample_button, self.save_button,
             ]
         )  # fmt: skip
+
+    def _connect(self) -> None:
         self.run_button.changed.connect(lambda: self.run_maps())
         self.grid.changed.connect(self._toggle_grid)
         self.diff_button.changed.connect(lambda: self.difference_map())
         self.sample_button.changed.connect(lambda: self.sample_points())
         self.save_button.changed.connect(lambda: self.save_annotations())
-        viewer.layers.events.inserted.connect(self._refresh)
-        viewer.layers.events.removed.connect(self._refresh)
-        self._refresh()
-        # "visible region only (live)": maps of the view of a large image, as it moves
-        self.live = LiveMaps(self)
+        for name, widget in self._bound().items():
+            widget.changed.connect(lambda value, name=name: self._to_session(name, value))
+        self.session.events.connect(self._from_session)  # held weakly by the session
+        self.session.events.catalogue.connect(self._on_catalogue)
+        self.session.events.catalogue_failed.connect(self._on_catalogue_failed)
+        self.viewer.layers.events.inserted.connect(self._refresh)
+        self.viewer.layers.events.removed.connect(self._refresh)
+
+    # ------------------------------------------------------------------ the session
+    def _bound(self) -> dict[str, Any]:
+        """Session attribute -> the widget showing it."""
+        return {
+            "pixelcam": self.checkpoint, "baseline": self.baseline,
+            "references": self.references, "device": self.device, "maps": self.methods,
+            "image": self.image_combo,
+        }  # fmt: skip
+
+    def _to_session(self, name: str, value: Any) -> None:
+        if self._syncing:
+            return
+        try:
+            setattr(self.session, name, value)
+        except Exception as exc:  # a Qt callback: never let it escape
+            common.notify("error", f"PixelCAM: {exc}")
+
+    def _from_session(self, info: Any) -> None:
+        self._show(info.signal.name, info.args[0])
+
+    def _show(self, name: str, value: Any) -> None:
+        """Show a session attribute's new value in its widget."""
+        widget = self._bound().get(name)
+        if widget is None:
+            return
+        if name in ("pixelcam", "baseline"):
+            value = value or ""
+        elif name in ("references", "maps"):
+            value = list(value)
+        if name == "maps" and not set(value) <= set(self.methods.choices):
+            self.methods.reset_choices()  # maps the list does not hold yet
+        self._syncing = True
+        try:
+            widget.value = value
+        except (RuntimeError, ValueError):  # the dock is closing, or a layer left already
+            pass
+        finally:
+            self._syncing = False
+
+    def _map_choices(self, _w: Any = None) -> list[str]:
+        """Every map method; before the catalogue is read, the maps selected so far."""
+        catalogue = self.session.catalogue
+        if catalogue is not None:
+            return list(catalogue.maps.names)
+        self._known_maps = list(dict.fromkeys([*self._known_maps, *self.session.maps]))
+        return self._known_maps
+
+    def _sampler_choices(self, _w: Any = None) -> list[str]:
+        catalogue = self.session.catalogue
+        return list(catalogue.samplers.names) if catalogue else [DEFAULT_SAMPLER]
+
+    def _on_catalogue(self, _catalogue: Any = None) -> None:
+        """The registries are read: the full lists of maps and samplers."""
+        sampler = self.sampler.value
+        self._syncing = True  # emptied first: magicgui appends new choices after the old
+        try:
+            for widget, choices in (
+                (self.methods, self._map_choices),
+                (self.sampler, self._sampler_choices),
+            ):
+                widget.choices = ()
+                widget.choices = choices
+            self.sampler.value = self.session.catalogue.samplers.canonical(sampler)
+        except (RuntimeError, ValueError):  # the dock was closed meanwhile
+            return
+        finally:
+            self._syncing = False
+        self._show("maps", self.session.maps)
+
+    def _on_catalogue_failed(self, exc: BaseException) -> None:
+        common.notify("error", f"PixelCAM: cannot read the available maps: {exc}")
 
     # ------------------------------------------------------------------ layer lists
     def _layers_of(self, kind: str) -> list:
@@ -128,17 +199,13 @@ class PixelCAMPanel(Container):
         return [layer for layer in self.viewer.layers if isinstance(layer, cls)]
 
     def _image_layers(self, _w=None) -> list:
-        return [
-            ly
-            for ly in self._layers_of("Image")
-            if "pixelcam_method" not in ly.metadata and "pixelcam_backdrop" not in ly.metadata
-        ]
+        return common.source_images(self.viewer)
 
     def _label_layers(self, _w=None) -> list:
         return self._layers_of("Labels")
 
     def _map_layers(self, _w=None) -> list:
-        return [ly for ly in self._layers_of("Image") if "pixelcam_method" in ly.metadata]
+        return [ly for ly in self._layers_of("Image") if common.MAP_KEY in ly.metadata]
 
     def _refresh(self, _event=None) -> None:
         for combo in (self.image_combo, self.mask_combo, self.points_source):
@@ -147,81 +214,53 @@ class PixelCAMPanel(Container):
             masks = self._label_layers()
             if masks:
                 self.mask_combo.value = masks[0]
-
-    # ------------------------------------------------------------------ models
-    def _load(self, path: str | Path, device: str) -> tuple[Any, dict]:
-        """Load (once, then from a cache) a checkpoint; runs in the worker thread, so it
-        must not touch any widget."""
-        from pixelcam.models import load_checkpoint
-        from pixelcam.train import resolve_device
-
-        device = resolve_device(device)
-        path = Path(path)
-        weights = path.with_suffix(".safetensors")
-        stamp = weights.stat().st_mtime_ns if weights.exists() else 0
-        # the file's time is in the key: a retrained run in the same folder reloads
-        key = (str(path.resolve()), str(device), stamp)
-        if key not in self._models:
-            self._models[key] = load_checkpoint(path, device=device)
-        return self._models[key]
+        self.session.image = self.image_combo.value
 
     # ------------------------------------------------------------------ maps
     def run_maps(self, wait: bool = False) -> None:
         """Compute the selected maps of the selected image, in a worker thread."""
         layer = self.image_combo.value
         if layer is None:
-            _notify_error("PixelCAM: open an image first (File > Open, or a sample)")
+            common.notify("error", "PixelCAM: open an image first (File > Open, or a sample)")
             return
         if layer.multiscale:
-            data = np.asarray(layer.data[_pick_level(layer.data)])
-            level_scale = np.array(layer.data[0].shape[:2]) / np.array(data.shape[:2])
+            data, level_scale = common.level_of(layer.data, True)
+            data = np.asarray(data)
         else:
             data, level_scale = np.asarray(layer.data), np.ones(2)
-        methods = list(self.methods.value) or ["pixelcam"]
-        ckpt, base = str(self.checkpoint.value), str(self.baseline.value or "")
-        refs = [str(p) for p in (self.references.value or ()) if str(p) not in ("", ".")]
-        device = self.device.value
-        _import_heavy()
-        job = self._maps_job(layer, data, level_scale, methods, ckpt, base, device, refs)
-        self._start(job, wait)
+        self.session.image = layer
+        selection = self.session.selection()
+        try:
+            self.session.catalogue_now()  # torch is imported (in the session's worker) first
+        except Exception as exc:
+            common.notify("error", f"PixelCAM: {exc}")
+            return
+        self._start(self._maps_job(layer, data, level_scale, selection), wait)
 
-    def _maps_job(self, layer, data, level_scale, methods, ckpt, base, device, refs=()):
-        """Worker-thread part: plain data in, plain data out (no widget access)."""
-        from pixelcam.cams import get_method
+    def _maps_job(self, layer, data, level_scale, selection: Selection):
+        """Worker-thread part: plain data in, plain data out (no widget access). Each map
+        comes from the checkpoint the session's rule names (the PixelCAM model's prediction
+        is the class the class-specific maps of the other models explain)."""
         from pixelcam.inference import predict_maps
 
+        session = self.session
         yield ("progress", 0, 3, "loading model")
-        model, meta = self._load(ckpt, device)
+        model, meta = session.load(selection.pixelcam, selection.device)
         names = meta.get("class_names")
         size = int(meta.get("eval_size", 224))
-        own = [m for m in methods if get_method(m).applies(model)]
+        by_model: dict[str, list[str]] = {}
+        for method, path in session.map_sources(selection).items():
+            by_model.setdefault(path, []).append(method)
         yield ("progress", 1, 3, "computing maps")
+        own = by_model.pop(selection.pixelcam, [])
         result = predict_maps(model, data, own, size=size, class_names=names)
-        maps = {m: v for m, v in result.maps.items()}
-        if base and Path(base).is_file():
-            bmodel, _ = self._load(base, device)
-            wanted = [m for m in methods if m != "pixelcam" and get_method(m).applies(bmodel)]
-            if wanted:
-                bres = predict_maps(bmodel, data, wanted, size=size, target=result.pred)
-                maps.update(bres.maps)  # baseline maps come from the baseline model
-        for ref in refs:  # NEGEV / U-Net: each gives the decoder map it was trained for
-            wanted = [m for m in methods if m not in maps and m in ("negev", "unet")]
-            if not wanted:
-                break
-            rmodel, rmeta = self._load(ref, device)
-            wanted = [m for m in wanted if get_method(m).applies(rmodel)]
-            if wanted:
-                rsize = int(rmeta.get("eval_size", size))
-                rres = predict_maps(rmodel, data, wanted, size=rsize, target=result.pred)
-                maps.update(rres.maps)
-        missing = [m for m in methods if m not in maps]
-        if missing:
-            hint = ""
-            if {"negev", "unet"} & set(missing):
-                hint = " (NEGEV and U-Net maps come from the 'NEGEV / U-Net models' files)"
-            raise ValueError(f"maps {missing} do not apply to the chosen model(s){hint}")
+        maps = dict(result.maps)
+        for path, wanted in by_model.items():
+            other, other_meta = session.load(path, selection.device)
+            side = int(other_meta.get("eval_size", size))
+            maps.update(predict_maps(other, data, wanted, size=side, target=result.pred).maps)
         yield ("progress", 2, 3, "adding layers")
-        return ("maps", layer, level_scale, maps, result)
+        return ("maps", layer, level_scale, {m: maps[m] for m in selection.maps}, result)
 
     def _show_maps(self, layer, level_scale, maps, result) -> None:
         scale = np.asarray(layer.scale[-2:]) * level_scale
@@ -231,12 +270,12 @@ class PixelCAMPanel(Container):
         shown = "pixelcam" if "pixelcam" in maps else list(maps)[-1]
         for method, m in maps.items():
             name = f"{method} [{layer.name}]"
-            meta = {"pixelcam_method": method, "source": layer.name}
+            meta = {common.MAP_KEY: method, "source": layer.name}
             if name in self.viewer.layers:
                 self.viewer.layers[name].data = m
                 continue
             self.viewer.add_image(
-                m, name=name, colormap=COLORMAPS.get(method, DEFAULT_COLORMAP),
+                m, name=name, colormap=common.COLORMAPS.get(method, common.DEFAULT_COLORMAP),
                 blending="additive", opacity=0.5, contrast_limits=(0.0, 1.0), scale=scale,
                 translate=translate, metadata=meta, visible=method == shown,
             )  # fmt: skip
@@ -269,7 +308,7 @@ class PixelCAMPanel(Container):
     def _toggle_grid(self, on: bool) -> None:
         """Side by side: each map over its own view of the image, in a grid of panes."""
         layers = self.viewer.layers
-        for backdrop in [ly for ly in layers if "pixelcam_backdrop" in ly.metadata]:
+        for backdrop in [ly for ly in layers if common.BACKDROP_KEY in ly.metadata]:
             layers.remove(backdrop)
         if not on:
             self.viewer.grid.enabled = False
@@ -282,7 +321,7 @@ class PixelCAMPanel(Container):
             backdrop = self.viewer.add_image(
                 source.data, name=f"{source.name} under {map_layer.name}", rgb=source.rgb,
                 scale=source.scale, translate=source.translate,
-                metadata={"pixelcam_backdrop": map_layer.name},
+                metadata={common.BACKDROP_KEY: map_layer.name},
             )  # fmt: skip
             layers.move(layers.index(backdrop), layers.index(map_layer))
             map_layer.visible = True
@@ -294,21 +333,22 @@ class PixelCAMPanel(Container):
 
     def difference_map(self) -> None:
         """PixelCAM minus a baseline map of the same image, as a diverging layer."""
-        maps = {ly.metadata["pixelcam_method"]: ly for ly in self._map_layers()}
-        base = next((maps[m] for m in BASELINE_METHODS if m in maps), None)
+        maps = {ly.metadata[common.MAP_KEY]: ly for ly in self._map_layers()}
+        baselines = self.session.catalogue_now().baseline_maps if maps else ()
+        base = next((maps[m] for m in baselines if m in maps), None)
         if "pixelcam" not in maps or base is None:
-            _notify_error("PixelCAM: compute a PixelCAM map and a baseline map first")
+            common.notify("error", "PixelCAM: compute a PixelCAM map and a baseline map first")
             return
         pix = maps["pixelcam"]
         diff = np.asarray(pix.data, np.float32) - np.asarray(base.data, np.float32)
-        name = f"pixelcam - {base.metadata['pixelcam_method']} [{pix.metadata['source']}]"
+        name = f"pixelcam - {base.metadata[common.MAP_KEY]} [{pix.metadata['source']}]"
         if name in self.viewer.layers:
             self.viewer.layers[name].data = diff
             return
         self.viewer.add_image(
             diff, name=name, colormap="bwr", contrast_limits=(-1.0, 1.0), opacity=0.8,
             scale=pix.scale, translate=pix.translate,
-            metadata={"pixelcam_method": "difference", "source": pix.metadata["source"]},
+            metadata={common.MAP_KEY: "difference", "source": pix.metadata["source"]},
         )  # fmt: skip
 
     # ------------------------------------------------------------------ points
@@ -318,14 +358,14 @@ class PixelCAMPanel(Container):
 
         src = self.points_source.value
         if src is None:
-            _notify_error("PixelCAM: compute a map first, then sample points from it")
+            common.notify("error", "PixelCAM: compute a map first, then sample points from it")
             return None
         cam = np.asarray(src.data, np.float32)
         coords, labels = sample_points(cam, n=self.n_points.value, sampler=self.sampler.value)
         coords, labels = coords.numpy().astype(float), labels.numpy().astype(int)
         image = self._source_image(src)
         name = f"seeds [{src.metadata['source']}]"
-        features = {"label": labels, "source": [src.metadata["pixelcam_method"]] * len(labels)}
+        features = {"label": labels, "source": [src.metadata[common.MAP_KEY]] * len(labels)}
         meta = {
             "image_shape": tuple(int(s) for s in cam.shape),
             "image_id": (image.metadata.get("image_id") if image else None)
@@ -336,7 +376,7 @@ class PixelCAMPanel(Container):
             self.viewer.layers.remove(name)
         return self.viewer.add_points(
             coords, name=name, features=features, metadata=meta, size=max(6, cam.shape[0] // 60),
-            face_color="label", face_color_cycle=[POINT_COLORS[0], POINT_COLORS[1]],
+            face_color="label", face_color_cycle=[common.BG_COLOR, common.FG_COLOR],
             border_color="white", scale=src.scale, translate=src.translate,
             feature_defaults={"label": 1, "source": "user"},
         )  # fmt: skip
@@ -351,7 +391,7 @@ class PixelCAMPanel(Container):
 
         layers = [ly for ly in self._layers_of("Points") if "image_shape" in ly.metadata]
         if not layers:
-            _notify_error("PixelCAM: no seed points to save; sample points first")
+            common.notify("error", "PixelCAM: no seed points to save; sample points first")
             return None
         layer = self.viewer.layers.selection.active
         if layer not in layers:
@@ -371,11 +411,9 @@ class PixelCAMPanel(Container):
         try:
             out = save_annotations(path, ann)
         except (OSError, ValueError) as exc:
-            _notify_error(f"PixelCAM: could not save annotations: {exc}")
+            common.notify("error", f"PixelCAM: could not save annotations: {exc}")
             return None
-        from napari.utils.notifications import show_info
-
-        show_info(f"PixelCAM: saved {len(labels)} points to {out}")
+        common.notify("info", f"PixelCAM: saved {len(labels)} points to {out}")
         return out
 
     # ------------------------------------------------------------------ worker
@@ -417,25 +455,9 @@ class PixelCAMPanel(Container):
 
     def _on_error(self, exc: BaseException) -> None:
         self.result_label.value = f"error: {exc}"
-        _notify_error(f"PixelCAM: {exc}")
+        common.notify("error", f"PixelCAM: {exc}")
 
     def _on_finished(self) -> None:
         self.run_button.enabled = True
         self.progress.visible = False
         self._worker = None
-
-
-def _import_heavy() -> None:
-    """Import torch and timm on the main thread: importing them first inside a worker
-    thread crashes some builds (seen here: a segfault in torch's import)."""
-    import pixelcam.cams  # noqa: F401
-    import pixelcam.inference  # noqa: F401
-    import pixelcam.models  # noqa: F401
-
-
-def _pick_level(levels, max_side: int = 2048) -> int:
-    """The largest pyramid level whose longer side fits ``max_side`` (the whole view)."""
-    for i, level in enumerate(levels):
-        if max(level.shape[:2]) <= max_side:
-            return i
-    return len(levels) - 1

@@ -24,10 +24,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from napari_pixelcam._common import COLORMAPS, POINT_COLORS
+
 IMAGE_EXTENSIONS: tuple[str, ...] = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".svs")
 MASK_SUFFIXES: tuple[str, ...] = ("_anno", "_mask")
-#: Colours of foreground (label 1) and background (label 0) points.
-POINT_COLORS = {1: "#ff2d55", 0: "#00c7ff"}
 
 LayerData = tuple[Any, dict, str]
 PathLike = str | os.PathLike
@@ -194,7 +194,7 @@ def _read_float_map(path: Path) -> LayerData | None:
     if finite.size:
         lo, hi = float(finite.min()), float(finite.max())
         meta["contrast_limits"] = (lo, hi if hi > lo else lo + 1.0)
-    meta["colormap"] = str(stored.get("colormap") or "inferno")
+    meta["colormap"] = str(stored.get("colormap") or COLORMAPS["pixelcam"])
     return (data.astype(np.float32, copy=False), meta, "image")
 
 

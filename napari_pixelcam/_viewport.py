@@ -35,22 +35,29 @@ pixels of the level on screen; each tile is resized to its model's input size (t
 checkpoint's ``eval_size``), so the side sets the scale the model sees: glands should look
 as large as in the training images (about 160 px for the bundled sample models).
 
-Class-specific maps (CAM, GradCAM++, LayerCAM...) explain each tile's own prediction (as
-``pixelcam predict`` does on slides); PixelCAM's map is a probability, comparable across
-tiles. Errors become napari notifications.
+**Models.** The maps, checkpoints and device are the viewer's session's
+(:mod:`napari_pixelcam._session`): each map comes from the checkpoint the session's rule
+(:func:`~napari_pixelcam._session.map_sources`) names, the one the panel uses too, loaded
+through the session's model cache. Class-specific maps (CAM, GradCAM++, LayerCAM...)
+explain each tile's own prediction (as ``pixelcam predict`` does on slides); PixelCAM's map
+is a probability, comparable across tiles. Errors become napari notifications.
 """
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from magicgui.widgets import CheckBox, SpinBox
 
+from napari_pixelcam import _common as common
+from napari_pixelcam._session import Selection, checkpoint_identity
+
 if TYPE_CHECKING:
-    from napari_pixelcam._panel import PixelCAMPanel
+    import napari
+
+    from napari_pixelcam._session import Session
 
 #: Live mode is on by default for a multiscale image or one with a side above this.
 LIVE_SIDE = 4096
@@ -61,12 +68,8 @@ DEBOUNCE_MS = 250
 #: tile of a small model.
 REDRAW_MS = 200
 LIVE_TEXT = "visible region only (live)"
-
-
-def _notify_error(message: str) -> None:
-    from napari_pixelcam import _panel
-
-    _panel._notify_error(message)  # looked up here: tests replace it in the panel module
+#: the session's choices that change the maps (a change recomputes the view)
+MODEL_CHOICES = ("pixelcam", "baseline", "references", "device", "maps")
 
 
 def _levels(layer: Any) -> tuple[list[Any], np.ndarray]:
@@ -92,21 +95,21 @@ def is_large(layer: Any) -> bool:
 
 
 class LiveMaps:
-    """The panel's live mode (module docstring): a checkbox, a debounce timer, a tile cache
-    and at most one worker. ``runs`` records each worker: ``level``, ``box``, ``region``
-    (tiles in the view), ``todo`` (not cached), ``computed`` (tiles it delivered), ``quit``
-    and ``first_tile_s`` (seconds from the start to its first tile)."""
+    """Live mode over a viewer's session (module docstring): a checkbox and a tile-side box
+    (:attr:`widgets`, placed by the dock that owns this), a debounce timer, a tile cache and
+    at most one worker. It reads the session's image, maps, checkpoints and device, and
+    recomputes when they change. ``runs`` records each worker: ``level``, ``box``,
+    ``region`` (tiles in the view), ``todo`` (not cached), ``computed`` (tiles it
+    delivered), ``quit`` and ``first_tile_s`` (seconds from the start to its first tile)."""
 
     min_tissue = 0.05
     cache_bytes = 512 * 2**20
 
-    def __init__(self, panel: PixelCAMPanel) -> None:
-        from qtpy.QtCore import QTimer
-
+    def __init__(self, viewer: napari.viewer.Viewer, session: Session) -> None:
         from pixelcam.slide.region import TileCache
 
-        self.panel = panel
-        self.viewer = panel.viewer
+        self.viewer = viewer
+        self.session = session
         self.checkbox = CheckBox(text=LIVE_TEXT, value=False)
         self.checkbox.native.setToolTip(
             "compute the maps of the visible tiles only, at the resolution on screen, and "
@@ -128,39 +131,43 @@ class LiveMaps:
         self._worker: Any = None
         self._working_on: tuple | None = None  # (signature, level, box) of the worker
         self._again = False  # a view changed while the worker was stopping
-        self._timer = QTimer()
-        self._timer.setSingleShot(True)
-        self._timer.setInterval(DEBOUNCE_MS)
-        self._timer.timeout.connect(self.update_view)
         self._dirty = False  # tiles blended in since the layers were last redrawn
-        self._repaint = QTimer()
-        self._repaint.setSingleShot(True)
-        self._repaint.setInterval(REDRAW_MS)
-        self._repaint.timeout.connect(self._redraw)
+        self._timer = _single_shot(DEBOUNCE_MS, self.update_view)
+        self._repaint = _single_shot(REDRAW_MS, self._redraw)
+        self._closed = False
+        self._connect()
+        self._on_image(session.image)
 
-        at = panel.index(panel.run_button) + 1
-        panel.insert(at, self.checkbox)
-        panel.insert(at + 1, self.tile_box)
+    @property
+    def widgets(self) -> tuple[CheckBox, SpinBox]:
+        """The live mode's controls, for the owning dock to place."""
+        return self.checkbox, self.tile_box
+
+    def _connect(self) -> None:
         camera = self.viewer.scene.camera
         camera.events.center.connect(self.schedule)
         camera.events.zoom.connect(self.schedule)
         self.viewer.canvas.events.size.connect(self.schedule)
         self.viewer.dims.events.current_step.connect(self.schedule)
-        for widget in (panel.methods, panel.checkpoint, panel.baseline, panel.references,
-                       panel.device, self.tile_box):  # fmt: skip
-            widget.changed.connect(self.schedule)
-        panel.image_combo.changed.connect(self._on_image)
+        self.session.events.connect(self._on_session)  # held weakly by the session
+        self.tile_box.changed.connect(self.schedule)
         self.checkbox.changed.connect(self._on_toggle)
-        self._closed = False
         self.checkbox.native.destroyed.connect(lambda *_: self.close())
-        self._on_image(panel.image_combo.value)
+
+    def _on_session(self, info: Any) -> None:
+        name = info.signal.name
+        if name == "image":
+            self._on_image(info.args[0])
+        elif name in MODEL_CHOICES:
+            self.schedule()
 
     def close(self) -> None:
-        """Stop listening and quit the worker (the panel is going away)."""
+        """Stop listening and quit the worker (the owning dock is going away)."""
         if self._closed:
             return
         self._closed = True
         self._again = False
+        self.session.events.disconnect(self._on_session)
         camera = self.viewer.scene.camera
         for emitter in (camera.events.center, camera.events.zoom, self.viewer.canvas.events.size,
                         self.viewer.dims.events.current_step):  # fmt: skip
@@ -188,12 +195,12 @@ class LiveMaps:
             self._timer.start()
 
     def _live(self) -> bool:
-        """Whether the live mode is on (False once the panel's widgets are gone)."""
+        """Whether the live mode is on (False once its widgets are gone)."""
         if self._closed:
             return False
         try:
             return bool(self.checkbox.value)
-        except RuntimeError:  # the Qt checkbox was deleted with the panel
+        except RuntimeError:  # the Qt checkbox was deleted with its dock
             self.close()
             return False
 
@@ -244,54 +251,33 @@ class LiveMaps:
             return None
         return level, (int(y0), int(y1), int(x0), int(x1))
 
-    def _settings(self) -> tuple[list[str], str, str, list[str], str]:
-        p = self.panel
-        methods = list(p.methods.value) or ["pixelcam"]
-        refs = [str(r) for r in (p.references.value or ()) if str(r) not in ("", ".")]
-        return methods, str(p.checkpoint.value), str(p.baseline.value or ""), refs, p.device.value
-
-    def _signature_of(self, layer: Any, settings: tuple) -> tuple:
-        methods, ckpt, base, refs, device = settings
-        stamps = []
-        for path in (ckpt, base, *refs):
-            weights = Path(path).with_suffix(".safetensors")
-            stamps.append(weights.stat().st_mtime_ns if weights.is_file() else 0)
-        return (id(layer), id(layer.data), tuple(methods), ckpt, base, tuple(refs), device,
-                tuple(stamps), self.tile, self.overlap)  # fmt: skip
+    def _signature_of(self, layer: Any, selection: Selection) -> tuple:
+        """What the cached tiles depend on: the image, the choices, the checkpoint files
+        (a retrained model in place recomputes) and the tile grid."""
+        paths = (selection.pixelcam, selection.baseline, *selection.references)
+        stamps = tuple(checkpoint_identity(p) for p in paths if p)
+        return (id(layer), id(layer.data), selection, stamps, self.tile, self.overlap)
 
     def update_view(self) -> None:
         """Show the maps of the current view: cached tiles now, the missing ones from a
         worker (after the stale one, if any, has stopped)."""
         if not self._live():
             return
-        layer = self.panel.image_combo.value
+        layer = self.session.image
         if layer is None:
             return
         try:
             self._update(layer)
         except Exception as exc:  # a Qt callback: never let it crash the viewer
-            _notify_error(f"PixelCAM live maps: {exc}")
+            common.notify("error", f"PixelCAM live maps: {exc}")
 
     def _update(self, layer: Any) -> None:
-        from pixelcam.slide.region import RegionCanvas, region_keys
+        from pixelcam.slide.region import region_keys
         from pixelcam.slide.tiling import TileGrid
 
-        if layer.ndim != 2 or self.viewer.dims.ndisplay != 2:
-            raise ValueError(
-                f"the live mode needs a 2-D image shown in 2-D; {layer.name!r} has "
-                f"{layer.ndim} dimensions"
-            )
-        if not (
-            np.allclose(np.asarray(layer.rotate), np.eye(2))
-            and np.allclose(np.asarray(layer.shear), 0.0)
-            and np.allclose(layer.affine.affine_matrix, np.eye(3))
-        ):
-            raise ValueError(
-                f"the live mode needs an image that is only scaled and translated; "
-                f"{layer.name!r} is rotated, sheared or has an affine transform"
-            )
-        settings = self._settings()
-        signature = self._signature_of(layer, settings)
+        _check_layer(layer, self.viewer.dims.ndisplay)
+        selection = self.session.selection()
+        signature = self._signature_of(layer, selection)
         if signature != self._signature:
             self.cache.clear()
             self._signature, self._canvas, self._view = signature, None, None
@@ -303,18 +289,8 @@ class LiveMaps:
         tile, overlap = signature[-2:]
         grid = TileGrid.from_shape(levels[level].shape, tile, overlap)
         keys = region_keys(grid, box)
-        boxes = np.array([grid.box(r, c) for r, c in keys])
-        canvas_box = (int(boxes[:, 0].min()), int(boxes[:, 1].max()),
-                      int(boxes[:, 2].min()), int(boxes[:, 3].max()))  # fmt: skip
         self._keys = set(keys)
-        if (level, canvas_box) != self._view:
-            canvas = RegionCanvas(grid, canvas_box, settings[0])
-            for r, c in region_keys(grid, canvas_box):  # with neighbours over its margin
-                cached = self.cache.get((level, r, c))
-                if cached is not None:
-                    canvas.add(cached)
-            self._canvas, self._view = canvas, (level, canvas_box)
-            self._place_layers(layer, factors[level], canvas)
+        self._show_canvas(layer, grid, level, keys, factors[level], selection.maps)
         todo = [k for k in keys if (level, *k) not in self.cache]
         self._show_count(len(keys) - len(todo), len(keys))
         if self._worker is not None:
@@ -324,11 +300,26 @@ class LiveMaps:
             self._again = True  # started again when the stale worker has stopped
             return
         if todo:
-            self._start(levels[level], level, box, settings, signature, len(keys), len(todo))
+            self._start(levels[level], level, box, selection, signature, len(keys), len(todo))
+
+    def _show_canvas(self, layer, grid, level, keys, factor, maps) -> None:
+        """A new canvas when the view moved to other tiles: cached tiles pasted at once."""
+        from pixelcam.slide.region import RegionCanvas, region_keys
+
+        boxes = np.array([grid.box(r, c) for r, c in keys])
+        canvas_box = (int(boxes[:, 0].min()), int(boxes[:, 1].max()),
+                      int(boxes[:, 2].min()), int(boxes[:, 3].max()))  # fmt: skip
+        if (level, canvas_box) == self._view:
+            return
+        canvas = RegionCanvas(grid, canvas_box, list(maps))
+        for r, c in region_keys(grid, canvas_box):  # with neighbours over its margin
+            cached = self.cache.get((level, r, c))
+            if cached is not None:
+                canvas.add(cached)
+        self._canvas, self._view = canvas, (level, canvas_box)
+        self._place_layers(layer, factor, canvas)
 
     def _place_layers(self, layer: Any, factor: np.ndarray, canvas: Any) -> None:
-        from napari_pixelcam._panel import COLORMAPS, DEFAULT_COLORMAP
-
         scale = np.asarray(layer.scale[-2:], float) * factor
         origin = np.array([canvas.box[0], canvas.box[2]], float)
         translate = np.asarray(layer.translate[-2:], float) + scale * origin
@@ -346,7 +337,8 @@ class LiveMaps:
                 target.data = canvas.maps[method]
                 continue
             self.viewer.add_image(
-                canvas.maps[method], name=name, colormap=COLORMAPS.get(method, DEFAULT_COLORMAP),
+                canvas.maps[method], name=name,
+                colormap=common.COLORMAPS.get(method, common.DEFAULT_COLORMAP),
                 blending="additive", opacity=0.5, contrast_limits=(0.0, 1.0), scale=scale,
                 translate=translate, metadata=meta, visible=method == shown,
             )  # fmt: skip
@@ -355,17 +347,15 @@ class LiveMaps:
         self.checkbox.text = f"{LIVE_TEXT}: {done}/{total} tiles"
 
     # ------------------------------------------------------------------ the worker
-    def _start(self, level_data, level, box, settings, signature, n_region, n_todo) -> None:
+    def _start(self, level_data, level, box, selection, signature, n_region, n_todo) -> None:
         from napari.qt.threading import create_worker
 
-        from napari_pixelcam._panel import _import_heavy
-
-        _import_heavy()  # torch's first import must not happen in a worker thread
+        self.session.catalogue_now()  # torch imported (by the catalogue's worker) first
         skip = frozenset((r, c) for lv, r, c in self.cache if lv == level)
         run = {"level": level, "box": box, "region": n_region, "todo": n_todo, "computed": 0,
                "quit": False, "started": time.perf_counter(), "first_tile_s": None}  # fmt: skip
         self.runs.append(run)
-        job = self._job(level_data, level, box, settings, signature, skip, len(self.runs) - 1)
+        job = self._job(level_data, level, box, selection, signature, skip, len(self.runs) - 1)
         worker = create_worker(lambda: (yield from job), _start_thread=False, _ignore_errors=True)
         worker.yielded.connect(self._on_tile)
         worker.errored.connect(self._on_error)
@@ -374,48 +364,21 @@ class LiveMaps:
         self._working_on = (signature, level, box)
         worker.start()
 
-    def _job(self, level_data, level, box, settings, signature, skip, index):
+    def _job(self, level_data, level, box, selection, signature, skip, index):
         """Worker-thread part: models, then the missing tiles of the view, one at a time."""
         from pixelcam.slide.region import iter_region_tiles
 
-        methods, ckpt, base, refs, device = settings
         tile, overlap = signature[-2:]  # read on the main thread: no widget access here
-        models, inputs = self._models(methods, ckpt, base, refs, device)
+        found = self.session.models_for(selection)  # the session's rule and cache
+        models = {m: model for m, (model, _) in found.items()}
+        inputs = {m: int(meta.get("eval_size", 224)) for m, (_, meta) in found.items()}
         tiles = iter_region_tiles(
-            models, level_data, box, methods, tile=tile, overlap=overlap,
+            models, level_data, box, list(selection.maps), tile=tile, overlap=overlap,
             model_input=inputs, min_tissue=self.min_tissue if _is_rgb(level_data) else 0.0,
             skip=skip,
         )  # fmt: skip
         for tile in tiles:
             yield signature, level, index, tile
-
-    def _models(self, methods, ckpt, base, refs, device) -> tuple[dict, dict]:
-        """Map name -> (model, input side), by the panel's rule: the PixelCAM model's own
-        maps, then the baseline's, then the NEGEV / U-Net files'. Runs in the worker."""
-        from pixelcam.cams import get_method
-
-        load = self.panel._load
-        candidates = [ckpt]
-        if base and Path(base).is_file():
-            candidates.append(base)
-        candidates += refs
-        models: dict[str, Any] = {}
-        inputs: dict[str, int] = {}
-        for i, path in enumerate(candidates):
-            wanted = [m for m in methods if m not in models]
-            if not wanted:
-                break
-            model, meta = load(path, device)
-            for m in wanted:
-                if i > 0 and m == "pixelcam":
-                    continue  # PixelCAM's map comes from the PixelCAM model only
-                if get_method(m).applies(model):
-                    models[m] = model
-                    inputs[m] = int(meta.get("eval_size", 224))
-        missing = [m for m in methods if m not in models]
-        if missing:
-            raise ValueError(f"maps {missing} do not apply to the chosen model(s)")
-        return models, inputs
 
     def _on_tile(self, message) -> None:
         signature, level, index, tile = message
@@ -442,7 +405,7 @@ class LiveMaps:
         if not self._dirty or self._closed or self._canvas is None:
             return
         self._dirty = False
-        layer = self.panel.image_combo.value
+        layer = self.session.image
         for method in self._canvas.names:
             name = f"{method} live [{layer.name}]" if layer is not None else None
             if name in self.viewer.layers:
@@ -451,7 +414,7 @@ class LiveMaps:
 
     def _on_error(self, exc: BaseException) -> None:
         self._again = False
-        _notify_error(f"PixelCAM live maps: {exc}")
+        common.notify("error", f"PixelCAM live maps: {exc}")
 
     def _quit(self) -> None:
         self.runs[-1]["quit"] = True
@@ -474,3 +437,31 @@ class LiveMaps:
 
 def _is_rgb(data: Any) -> bool:
     return len(data.shape) == 3 and data.shape[-1] in (3, 4)
+
+
+def _check_layer(layer: Any, ndisplay: int) -> None:
+    """The live mode needs a 2-D image, shown in 2-D, only scaled and translated."""
+    if layer.ndim != 2 or ndisplay != 2:
+        raise ValueError(
+            f"the live mode needs a 2-D image shown in 2-D; {layer.name!r} has "
+            f"{layer.ndim} dimensions"
+        )
+    if not (
+        np.allclose(np.asarray(layer.rotate), np.eye(2))
+        and np.allclose(np.asarray(layer.shear), 0.0)
+        and np.allclose(layer.affine.affine_matrix, np.eye(3))
+    ):
+        raise ValueError(
+            f"the live mode needs an image that is only scaled and translated; "
+            f"{layer.name!r} is rotated, sheared or has an affine transform"
+        )
+
+
+def _single_shot(interval_ms: int, slot: Any) -> Any:
+    from qtpy.QtCore import QTimer
+
+    timer = QTimer()
+    timer.setSingleShot(True)
+    timer.setInterval(interval_ms)
+    timer.timeout.connect(slot)
+    return timer

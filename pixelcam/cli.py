@@ -17,7 +17,7 @@ from typing import Any
 from pixelcam.device import DEVICES
 from pixelcam.errors import InputError, PixelCAMError
 from pixelcam.registry import LazyChoices
-from pixelcam.train.phases import PHASES
+from pixelcam.train.phases import PHASES, RUN_CHECKPOINTS
 
 EXIT_USAGE = 2
 _HEADS = "pixelcam.models.heads:IMAGE_HEADS"
@@ -149,7 +149,7 @@ def _add_train(sub: Any) -> None:
     )
     t.add_argument(
         "--teacher-checkpoint",
-        choices=["best_loc", "best_cl", "last"],
+        choices=RUN_CHECKPOINTS,
         default="best_loc",
         help="teacher run checkpoint giving the CAMs",
     )

@@ -70,9 +70,11 @@ def __getattr__(name: str) -> Any:
 def split_options(
     kind: str, fold: int | None, folds_dir: str | Path | None = None, missing: str = "error"
 ) -> tuple[int | None, dict[str, Any]]:
-    """The ``fold`` and loader options :func:`open_dataset` takes for ``kind``: only GlaS and
-    CAMELYON16 have folds, fold folders and missing-file handling."""
-    if str(kind).lower() not in ("glas", "camelyon16", "camelyon"):
+    """The ``fold`` and loader options :func:`open_dataset` takes for ``kind``: only the
+    readers registered with ``folds=True`` (GlaS, CAMELYON16) have folds, fold folders and
+    missing-file handling."""
+    key = str(kind).lower()
+    if key not in DATASETS or not DATASETS.entry(key).meta.get("folds"):
         return None, {}
     kw: dict[str, Any] = {"missing": missing}
     if folds_dir:
@@ -100,12 +102,16 @@ def open_dataset(
     return DATASETS.get(key if key in DATASETS else str(kind))(root, split, fold, **kw)
 
 
-@DATASETS.register("glas", help="GlaS (Sirinukunwattana et al. 2017), official or paper folds")
+@DATASETS.register(
+    "glas", folds=True, help="GlaS (Sirinukunwattana et al. 2017), official or paper folds"
+)
 def _glas(root: str | Path, split: str | None, fold: int | None, **kw: Any) -> WSOLDataset:
     return load_glas(root, split=split or "train", fold=fold, **kw)
 
 
-@DATASETS.register("camelyon16", aliases=("camelyon",), help="CAMELYON16 patches (Rony et al.)")
+@DATASETS.register(
+    "camelyon16", aliases=("camelyon",), folds=True, help="CAMELYON16 patches (Rony et al.)"
+)
 def _camelyon(root: str | Path, split: str | None, fold: int | None, **kw: Any) -> WSOLDataset:
     return load_camelyon16(root, split=split, fold=fold, **kw)
 

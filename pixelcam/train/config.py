@@ -9,8 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pixelcam.errors import InputError
-from pixelcam.train.phases import PHASES, get_phase
-from pixelcam.train.phases._seeded import RUN_CHECKPOINTS
+from pixelcam.train.phases import PHASES, RUN_CHECKPOINTS, get_phase
 
 
 @dataclass

@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from napari_pixelcam._common import SAMPLE_BASELINE, SAMPLE_PIXELCAM
 from pixelcam.annotations import load_annotations
 
 PLUGIN = "napari-pixelcam"
 
 
 @pytest.fixture
-def panel_and_viewer(make_napari_viewer, monkeypatch):
-    import napari_pixelcam._panel as panel_mod
-
-    errors: list[str] = []
-    monkeypatch.setattr(panel_mod, "_notify_error", errors.append)
+def panel_and_viewer(make_napari_viewer, plugin_errors, dock_panel):
     viewer = make_napari_viewer()
     viewer.open_sample(PLUGIN, "malignant")
-    _, panel = viewer.window.add_plugin_dock_widget(PLUGIN, "PixelCAM")
+    panel = dock_panel(viewer)
     panel.device.value = "cpu"
-    return panel, viewer, errors
+    return panel, viewer, plugin_errors
 
 
 def test_maps_become_aligned_layers_with_pxap(panel_and_viewer):
@@ -166,3 +165,54 @@ def test_nan_and_stack_images_give_a_notification(panel_and_viewer):
     panel.methods.value = ["pixelcam"]
     panel.run_maps(wait=True)  # NaN pixels read as 0: a (blank) map, no crash
     assert "pixelcam [nan]" in viewer.layers
+
+
+def test_panel_lists_come_from_the_registries(panel_and_viewer):
+    from pixelcam.cams.base import MAP_METHODS
+    from pixelcam.device import DEVICES
+    from pixelcam.pseudo_labels import SAMPLERS
+
+    panel, _, _ = panel_and_viewer
+    assert list(panel.methods.choices) == MAP_METHODS.names()
+    assert list(panel.sampler.choices) == SAMPLERS.names()
+    assert list(panel.device.choices) == DEVICES.names()
+
+
+def test_docks_share_the_session_and_live_mode_uses_the_panels_rule(
+    panel_and_viewer, qtbot, monkeypatch, tmp_path
+):
+    """The panel, its live mode and the separability dock are views of one session: a
+    choice made in one shows in the others, and the panel and the live mode ask the same
+    rule which checkpoint gives which map."""
+    from napari_pixelcam._session import session_for
+
+    panel, viewer, errors = panel_and_viewer
+    session = session_for(viewer)
+    assert panel.session is session
+    _, sep = viewer.window.add_plugin_dock_widget(PLUGIN, "PixelCAM separability")
+    assert sep.session is session and sep.baseline_edit.text() == session.baseline
+    other = tmp_path / "other.json"
+    panel.baseline.value = other
+    assert session.baseline == str(other) and sep.baseline_edit.text() == str(other)
+    sep.pixelcam_edit.setText(str(other))
+    sep.pixelcam_edit.editingFinished.emit()
+    assert session.pixelcam == str(other) and str(panel.checkpoint.value) == str(other)
+    session.pixelcam, session.baseline = str(SAMPLE_PIXELCAM), str(SAMPLE_BASELINE)
+    assert Path(panel.checkpoint.value) == SAMPLE_PIXELCAM
+    assert Path(panel.baseline.value) == SAMPLE_BASELINE
+    assert sep.pixelcam_edit.text() == str(SAMPLE_PIXELCAM)
+
+    asked = []
+    real = session.map_sources
+    monkeypatch.setattr(session, "map_sources", lambda sel=None: asked.append(sel) or real(sel))
+    panel.methods.value = ["cam", "pixelcam"]
+    panel.run_maps(wait=True)
+    assert not errors, errors
+    live = panel.live
+    live.tile_box.value = 384
+    live.checkbox.value = True
+    qtbot.waitUntil(lambda: len(live.runs) == 1 and not live.busy, timeout=30000)
+    assert not errors, errors
+    assert len(asked) == 2 and asked[0] == asked[1]
+    assert real(asked[0]) == {"cam": session.baseline, "pixelcam": session.pixelcam}
+    assert "cam live [synthetic malignant]" in viewer.layers

@@ -43,14 +43,12 @@ _LOADED: dict[tuple, tuple] = {}
 
 
 @pytest.fixture
-def panel_and_viewer(make_napari_viewer, monkeypatch):
+def panel_and_viewer(make_napari_viewer, monkeypatch, plugin_errors, dock_panel):
     """The panel on the bundled PixelCAM model alone (no baseline), loaded once per module:
     what is tested here is the image handling, not the loading."""
-    import napari_pixelcam._panel as panel_mod
     import pixelcam.models
 
-    errors: list[str] = []
-    monkeypatch.setattr(panel_mod, "_notify_error", errors.append)
+    errors = plugin_errors
     real = pixelcam.models.load_checkpoint
 
     def load_once(path, device="cpu", **kw):
@@ -61,7 +59,7 @@ def panel_and_viewer(make_napari_viewer, monkeypatch):
 
     monkeypatch.setattr(pixelcam.models, "load_checkpoint", load_once)
     viewer = make_napari_viewer()
-    _, panel = viewer.window.add_plugin_dock_widget(PLUGIN, "PixelCAM")
+    panel = dock_panel(viewer)
     panel.device.value = "cpu"
     panel.baseline.value = ""
     panel.methods.value = ["pixelcam"]

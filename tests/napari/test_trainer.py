@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import napari_pixelcam._common as common
 import napari_pixelcam._trainer as trainer_mod
 from napari_pixelcam._trainer import (
     TrainerWidget,
@@ -38,12 +39,13 @@ TINY = {
 
 
 @pytest.fixture
-def dock(make_napari_viewer, monkeypatch):
+def dock(make_napari_viewer, monkeypatch, qtbot):
     notes: list[tuple[str, str]] = []
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # tiny models on a shared CI machine
-    monkeypatch.setattr(trainer_mod, "_notify", lambda kind, msg: notes.append((kind, msg)))
+    monkeypatch.setattr(common, "notify", lambda kind, msg: notes.append((kind, msg)))
     viewer = make_napari_viewer()
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "PixelCAM trainer")
+    qtbot.waitUntil(lambda: widget.session.ready, timeout=60000)  # the registries' lists
     yield widget, viewer, notes
     if widget.running:  # never leave a child behind a failed test
         widget.cancel(grace_s=2.0)
@@ -269,7 +271,7 @@ def test_train_cancel_resume_and_load_into_panel(dock, tmp_path, qtbot, monkeypa
 
     # a U-Net run joins the reference models (replacing the bundled U-Net, keeping NEGEV)
     # and its map is selected (routing reads the run folder; training is in tests/train)
-    from napari_pixelcam._panel import SAMPLE_REFERENCES
+    from napari_pixelcam._common import SAMPLE_REFERENCES
 
     unet = tmp_path / "unet"
     unet.mkdir()
@@ -314,3 +316,44 @@ def test_cancel_kills_a_child_that_ignores_sigint(dock, tmp_path, qtbot, monkeyp
     assert not pid_alive(pid) and widget.exit_code is None  # killed
     assert "killed" in widget.log_box.toPlainText()
     assert notes[-1][0] == "info" and "cancelled after epoch 0" in notes[-1][1]
+
+
+def test_form_lists_come_from_the_registries(make_napari_viewer, monkeypatch):
+    """Devices and phases at once; datasets, backbones, heads, teacher maps and samplers
+    once the session has read its catalogue (until then a list holds its value alone, and
+    a value set meanwhile is kept, an alias becoming its entry's name)."""
+    from pixelcam.data import DATASETS
+    from pixelcam.device import DEVICES
+    from pixelcam.models.backbones import BACKBONES
+    from pixelcam.models.heads import IMAGE_HEADS, PIXEL_HEADS
+    from pixelcam.pseudo_labels import SAMPLERS
+    from pixelcam.train.phases import PHASES
+
+    jobs = []
+    monkeypatch.setattr(common, "in_worker", lambda job, done, error: jobs.append((job, done)))
+    widget = TrainerWidget(make_napari_viewer())
+
+    def items(key: str) -> list[str]:
+        box = widget.fields[key]
+        return [box.itemText(i) for i in range(box.count())]
+
+    assert items("phase") == PHASES.names() and items("device") == DEVICES.names()
+    assert items("dataset") == ["synthetic"] and items("sampler") == ["probability"]
+    widget.set_settings(dataset="glas", sampler="pb", backbone="test_resnet")
+    assert len(jobs) == 1  # one read per session
+    job, done = jobs[0]
+    done(job())  # the worker's job, then its result on the main thread
+    assert items("dataset") == DATASETS.names() and items("head") == IMAGE_HEADS.names()
+    assert items("sampler") == SAMPLERS.names() and items("pixel_head") == PIXEL_HEADS.names()
+    assert items("backbone") == BACKBONES.names() and widget.fields["backbone"].isEditable()
+    assert items("teacher_method") == ["cam", "gradcampp", "layercam", "deepmil", "sat"]
+    s = widget.settings()
+    assert (s["dataset"], s["sampler"], s["backbone"]) == ("glas", "probability", "test_resnet")
+    widget.set_settings(sampler="th")
+    assert widget.settings()["sampler"] == "threshold"
+    with pytest.raises(ValueError, match="dataset must be one of"):
+        widget.set_settings(dataset="nope")
+    with pytest.raises(InputError, match="format must be one of"):
+        validate_settings({"out": "x", "dataset": "nope"}, widget.session.catalogue)
+    with pytest.raises(InputError, match="phase must be one of"):
+        validate_settings({"out": "x", "phase": "nope"})

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from napari_pixelcam._session import session_for
+
 PLUGIN = "napari-pixelcam"
 SCALE, TRANSLATE = np.array([0.5, 0.5]), np.array([10.0, 20.0])
 
@@ -38,12 +40,10 @@ def pyramid() -> list[np.ndarray]:
 
 
 @pytest.fixture
-def live_setup(make_napari_viewer, monkeypatch, pyramid):
-    import napari_pixelcam._panel as panel_mod
+def live_setup(make_napari_viewer, monkeypatch, pyramid, plugin_errors, dock_panel):
     import pixelcam.slide.region as region
 
-    errors: list[str] = []
-    monkeypatch.setattr(panel_mod, "_notify_error", errors.append)
+    errors = plugin_errors
     calls: list[float] = []  # one entry per model call (one tile each in the live mode)
     slow = {"s": 0.0}
     real = region._run_model
@@ -58,9 +58,11 @@ def live_setup(make_napari_viewer, monkeypatch, pyramid):
     image = viewer.add_image(
         pyramid, multiscale=True, rgb=True, name="slide", scale=SCALE, translate=TRANSLATE
     )
-    _, panel = viewer.window.add_plugin_dock_widget(PLUGIN, "PixelCAM")
-    panel.device.value = "cpu"
-    panel.methods.value = ["pixelcam"]
+    session = session_for(viewer)  # chosen before docking: the first live view uses them
+    session.device = "cpu"
+    session.maps = ["pixelcam"]
+    panel = dock_panel(viewer)
+    assert panel.device.value == "cpu" and panel.methods.value == ["pixelcam"]
     return panel, viewer, image, calls, slow, errors
 
 
@@ -140,14 +142,13 @@ def test_live_maps_follow_pans_reuse_tiles_and_quit_stale_work(live_setup, qtbot
     assert not errors, errors
 
 
-def test_live_mode_defaults_and_errors(make_napari_viewer, monkeypatch, qtbot, tmp_path):
-    import napari_pixelcam._panel as panel_mod
-
-    errors: list[str] = []
-    monkeypatch.setattr(panel_mod, "_notify_error", errors.append)
+def test_live_mode_defaults_and_errors(
+    make_napari_viewer, qtbot, tmp_path, plugin_errors, dock_panel
+):
+    errors = plugin_errors
     viewer = make_napari_viewer()
     viewer.open_sample(PLUGIN, "malignant")  # 384 px: whole-image maps, live mode off
-    _, panel = viewer.window.add_plugin_dock_widget(PLUGIN, "PixelCAM")
+    panel = dock_panel(viewer)
     live = panel.live
     assert not live.checkbox.value
     assert panel.index(live.checkbox) == panel.index(panel.run_button) + 1

@@ -24,6 +24,10 @@ if TYPE_CHECKING:
     from pixelcam.train.runtime import Run
 
 
+#: the checkpoints a run folder holds, by selection rule (also the teacher choices)
+RUN_CHECKPOINTS = ("best_loc", "best_cl", "last")
+
+
 @dataclass
 class StepLoss:
     """The loss of one batch and its parts (for the events and the history)."""
@@ -38,12 +42,14 @@ class Phase:
 
     ``needs_teacher``: learns from a teacher run's CAM seeds (``config.teacher`` required).
     ``trains_classifier``: the image classifier is trained, so B-LOC's accuracy guard
-    applies (NEGEV freezes it, the U-Net has none).
+    applies (NEGEV freezes it, the U-Net has none). ``trains_pixel_head``: the model has
+    PixelCAM's pixel head (its options: lambda, pixel head, positive only).
     """
 
     name: ClassVar[str] = ""
     needs_teacher: ClassVar[bool] = False
     trains_classifier: ClassVar[bool] = True
+    trains_pixel_head: ClassVar[bool] = False
     #: the phase's own map, scored for B-LOC (None: the config's baseline map)
     own_map: ClassVar[str | None] = None
 
@@ -99,6 +105,7 @@ def register_phase(cls: type[Phase]) -> type[Phase]:
         order=cls.__dict__.get("order"),
         help=doc[0] if doc else "",
         needs_teacher=cls.needs_teacher,
+        pixel_head=cls.trains_pixel_head,
     )(cls)
 
 

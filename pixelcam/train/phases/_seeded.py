@@ -18,9 +18,6 @@ if TYPE_CHECKING:
     from pixelcam.train.config import TrainConfig
     from pixelcam.train.runtime import Run
 
-#: the checkpoints a run folder holds, by selection rule (also teacher choices)
-RUN_CHECKPOINTS = ("best_loc", "best_cl", "last")
-
 
 def teacher_checkpoint(config: TrainConfig, which: str) -> Path:
     """A teacher given as a run folder resolves to its ``which`` checkpoint."""

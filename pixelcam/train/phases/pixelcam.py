@@ -24,6 +24,7 @@ class PixelCAM(SeededPhase):
     name = "pixelcam"
     order = 1
     own_map = "pixelcam"
+    trains_pixel_head = True
     new_module = "pixel_head"
     misfit_message = "cannot initialise PixelCAM from {init}: weights do not fit"
 

@@ -1,0 +1,157 @@
+"""Helpers shared by the plugin's views: notifications, the guarded-slot decorator, colours,
+the pyramid level a view computes on, the bundled sample models, and running a job in a
+napari worker thread.
+
+Nothing here imports Qt, napari or torch at import time (the session imports this module,
+and it must stay Qt-free): each helper imports what it needs when it is called.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple, TypeVar
+
+import numpy as np
+
+from pixelcam.train.phases import RUN_CHECKPOINTS  # torch-free
+
+PLUGIN = "napari-pixelcam"
+#: the panel's display name in ``napari.yaml`` (the trainer docks it by this name)
+PANEL_NAME = "PixelCAM"
+
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+#: The bundled sample models (trained by ``sample_data/train_sample_model.py``).
+SAMPLE_PIXELCAM = MODELS_DIR / "sample_pixelcam.json"
+SAMPLE_BASELINE = MODELS_DIR / "sample_baseline.json"
+#: The bundled references: NEGEV over the sample baseline, and a fully supervised U-Net.
+SAMPLE_REFERENCES = (MODELS_DIR / "sample_negev.json", MODELS_DIR / "sample_unet.json")
+
+#: The checkpoints a training run folder holds (``<name>.json`` + ``.safetensors``): best
+#: localization, best classification, last epoch. A teacher run is read from one of them.
+BEST_LOC, BEST_CL, LAST = RUN_CHECKPOINTS
+#: Short labels of the selected checkpoints (the paper's B-LOC / B-CL).
+RUN_CHECKPOINT_LABELS = {BEST_LOC: "B-LOC", BEST_CL: "B-CL"}
+
+#: Colormap of each map layer (others: :data:`DEFAULT_COLORMAP`).
+COLORMAPS = {"pixelcam": "inferno", "negev": "magma", "unet": "viridis"}
+DEFAULT_COLORMAP = "turbo"
+#: Foreground / background colours of seed points and t-SNE points.
+FG_COLOR = "#ff2d55"
+BG_COLOR = "#00c7ff"
+POINT_COLORS = {1: FG_COLOR, 0: BG_COLOR}
+
+#: A view computes on the largest pyramid level whose longer side fits this (the model
+#: sees at most its input size anyway).
+MAX_SIDE = 2048
+
+#: Layer metadata keys: a map layer (``pixelcam_method``) and a grid backdrop.
+MAP_KEY = "pixelcam_method"
+BACKDROP_KEY = "pixelcam_backdrop"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+# ---------------------------------------------------------------------- notifications
+def notify(kind: str, message: str) -> None:
+    """A napari notification; ``kind``: ``"info"``, ``"warning"`` or ``"error"``.
+
+    napari's ``show_*`` functions are looked up at each call (tests replace them)."""
+    from napari.utils import notifications
+
+    show = {"info": notifications.show_info, "warning": notifications.show_warning}
+    show.get(kind, notifications.show_error)(message)
+
+
+def guarded(prefix: str) -> Callable[[F], F]:
+    """Decorator for Qt slots and callbacks: an unexpected exception becomes an error
+    notification ``"<prefix>: <Type>: <message>"`` and the slot returns None; nothing
+    escapes into Qt's event loop."""
+
+    def decorate(method: F) -> F:
+        @functools.wraps(method)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - nothing may escape into Qt
+                notify("error", f"{prefix}: {type(exc).__name__}: {exc}")
+                return None
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+# ---------------------------------------------------------------------- colours
+class ThemeColors(NamedTuple):
+    """Colours of the viewer's napari theme, as hex strings."""
+
+    background: str
+    text: str
+    foreground: str
+
+
+#: napari's dark theme, used when the viewer's theme cannot be read
+DARK = ThemeColors("#262930", "#f0f1f2", "#414851")
+
+
+def theme_colors(viewer: Any) -> ThemeColors:
+    """The background, text and foreground colours of the viewer's theme (for plots)."""
+    try:
+        from napari.utils.theme import get_theme
+
+        theme = get_theme(viewer.theme)
+        return ThemeColors(
+            theme.background.as_hex(), theme.text.as_hex(), theme.foreground.as_hex()
+        )
+    except Exception:  # noqa: BLE001 - cosmetic only
+        return DARK
+
+
+# ---------------------------------------------------------------------- layers
+def pick_level(levels: Sequence[Any], max_side: int = MAX_SIDE) -> int:
+    """The largest pyramid level whose longer side fits ``max_side`` (else the coarsest)."""
+    for i, level in enumerate(levels):
+        if max(level.shape[:2]) <= max_side:
+            return i
+    return len(levels) - 1
+
+
+def level_of(data: Any, multiscale: bool, max_side: int = MAX_SIDE) -> tuple[Any, np.ndarray]:
+    """The level a view computes on (:func:`pick_level`) and its downsampling factor per
+    axis (level-0 pixels per level pixel); a single-scale image is its own level."""
+    if not multiscale:
+        return data, np.ones(2)
+    levels = list(data)
+    level = levels[pick_level(levels, max_side)]
+    full = np.asarray(levels[0].shape[:2], dtype=np.float64)
+    return level, full / np.asarray(level.shape[:2], dtype=np.float64)
+
+
+def source_images(viewer: Any) -> list:
+    """The viewer's image layers that are not maps or grid backdrops of this plugin."""
+    from napari.layers import Image
+
+    return [
+        ly
+        for ly in viewer.layers
+        if isinstance(ly, Image) and MAP_KEY not in ly.metadata and BACKDROP_KEY not in ly.metadata
+    ]
+
+
+# ---------------------------------------------------------------------- workers
+def in_worker(
+    job: Callable[[], Any],
+    on_done: Callable[[Any], None],
+    on_error: Callable[[BaseException], None],
+) -> Any:
+    """Run ``job()`` in a napari worker thread; ``on_done(result)`` or ``on_error(exc)``
+    are then called on the main thread. Returns the started worker."""
+    from napari.qt.threading import create_worker
+
+    worker = create_worker(job, _start_thread=False, _ignore_errors=True)
+    worker.returned.connect(on_done)
+    worker.errored.connect(on_error)
+    worker.start()
+    return worker

@@ -1,0 +1,41 @@
+"""Fixtures of the napari plugin's tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+PLUGIN = "napari-pixelcam"
+
+
+@pytest.fixture
+def plugin_errors(monkeypatch) -> list[str]:
+    """The texts of the plugin's error notifications (other kinds still reach napari)."""
+    import napari_pixelcam._common as common
+
+    errors: list[str] = []
+    real = common.notify
+
+    def notify(kind: str, message: str) -> None:
+        if kind == "error":
+            errors.append(message)
+        else:
+            real(kind, message)
+
+    monkeypatch.setattr(common, "notify", notify)
+    return errors
+
+
+@pytest.fixture
+def dock_panel(qtbot) -> Callable[[Any], Any]:
+    """Dock the PixelCAM panel through the manifest and wait until the session has read
+    the library's registries (the panel's lists are then filled)."""
+
+    def dock(viewer: Any) -> Any:
+        _, panel = viewer.window.add_plugin_dock_widget(PLUGIN, "PixelCAM")
+        qtbot.waitUntil(lambda: panel.session.ready, timeout=60000)
+        return panel
+
+    return dock
