@@ -6,7 +6,7 @@ widget and sample modules only when the user opens them.
 
 import sys
 
-__version__ = "0.1.0"
+from pixelcam import __version__  # the one version string (installed metadata)  # noqa: F401
 
 # torchvision (imported by timm) imports torch._dynamo, which loads Triton's LLVM-based
 # native library. Loaded after napari has created an OpenGL context on Mesa (llvmpipe under
