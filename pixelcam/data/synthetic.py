@@ -34,6 +34,7 @@ import math
 import numbers
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -472,27 +473,32 @@ def _glands(
     tex = np.zeros(shape, np.float32)
     tex[mask] = rng.standard_normal(int(mask.sum()), dtype=np.float32)
 
-    if label == 0:
-        return _benign_glands(rng, shape, mask, blobs, depth, lab, n, inradius, tex, hem, eos, sc)
-    return _malignant_glands(rng, shape, mask, blobs, depth, lab, n, inradius, tex, hem, eos, sc)
+    g = _Glands(mask, blobs, depth, lab, n, inradius, tex, hem, eos)
+    return (_benign_glands if label == 0 else _malignant_glands)(rng, g, sc)
 
 
-def _benign_glands(
-    rng: np.random.Generator,
-    shape: tuple[int, int],
-    mask: np.ndarray,
-    blobs: list,
-    depth: np.ndarray,
-    lab: np.ndarray,
-    n: int,
-    inradius: np.ndarray,
-    tex: np.ndarray,
-    hem: np.ndarray,
-    eos: np.ndarray,
-    sc: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+class _Glands(NamedTuple):
+    """The gland geometry both painters start from (``hem``/``eos`` are painted in place)."""
+
+    mask: np.ndarray
+    blobs: list
+    depth: np.ndarray  # distance below the gland border
+    lab: np.ndarray  # connected-component labels of ``mask``
+    n: int
+    inradius: np.ndarray  # per component
+    tex: np.ndarray  # fine white-noise texture inside the mask
+    hem: np.ndarray
+    eos: np.ndarray
+
+
+#: mask, hematoxylin and eosin maps
+_Painted = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _benign_glands(rng: np.random.Generator, g: _Glands, sc: float) -> _Painted:
     """Benign glands: a thin ordered epithelium around a lumen, basal nuclei, goblet cells."""
-    h, w = shape
+    mask, blobs, depth, lab, n, inradius, tex, hem, eos = g
+    shape = h, w = mask.shape
     thick = np.maximum(inradius * rng.uniform(0.64, 0.78, n + 1), 11 * sc)[lab]
     lumen = mask & (depth > thick)
     epi = mask & ~lumen
@@ -530,22 +536,10 @@ def _benign_glands(
     return mask, hem, eos
 
 
-def _malignant_glands(
-    rng: np.random.Generator,
-    shape: tuple[int, int],
-    mask: np.ndarray,
-    blobs: list,
-    depth: np.ndarray,
-    lab: np.ndarray,
-    n: int,
-    inradius: np.ndarray,
-    tex: np.ndarray,
-    hem: np.ndarray,
-    eos: np.ndarray,
-    sc: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _malignant_glands(rng: np.random.Generator, g: _Glands, sc: float) -> _Painted:
     """Malignant glands: thick stratified epithelium, cribriform/necrotic/solid cores."""
-    h, w = shape
+    mask, blobs, depth, lab, n, inradius, tex, hem, eos = g
+    shape = h, w = mask.shape
     # Malignant: thick stratified epithelium; the core is cribriform (punched-out holes),
     # filled with necrotic debris, or solid.
     thick = np.maximum(inradius * rng.uniform(0.45, 0.75, n + 1), 13 * sc)[lab]
