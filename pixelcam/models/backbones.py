@@ -149,6 +149,25 @@ def create_timm_model(name: str, **timm_kwargs: object) -> nn.Module:
             )
 
 
+#: output strides a CNN backbone can be given (timm's ``output_stride``: dilated last stages)
+OUTPUT_STRIDES = (8, 16, 32)
+
+
+def _check_output_stride(name: str, family: str, value: object) -> int | None:
+    """``output_stride`` for timm (dilation instead of striding in the last stages, so the
+    feature map, hence every map, is 2x or 4x finer): CNNs only, one of 8, 16, 32."""
+    if value is None:
+        return None
+    if family == "vit":
+        raise InputError(
+            f"output_stride applies to CNN backbones; {name!r} is a vision transformer "
+            "(its map is its patch grid: use a smaller patch size or a larger input)"
+        )
+    if isinstance(value, bool) or value not in OUTPUT_STRIDES:
+        raise InputError(f"output_stride must be one of {OUTPUT_STRIDES}, got {value!r}")
+    return int(value)
+
+
 class Backbone(nn.Module):
     """A timm model returning its last feature map ``[B, C, h, w]``."""
 
@@ -156,6 +175,7 @@ class Backbone(nn.Module):
         super().__init__()
         known_vit = name in BACKBONES and BACKBONES.get(name).family == "vit"
         kwargs = dict(timm_kwargs)
+        _check_output_stride(name, "vit" if known_vit else "cnn", kwargs.get("output_stride"))
         if known_vit:
             kwargs.setdefault("dynamic_img_size", True)
         model = create_timm_model(name, **kwargs)
@@ -171,7 +191,8 @@ class Backbone(nn.Module):
         self.name = name
         self.family = family
         self.wsol_stride = bool(wsol_stride)
-        if family == "resnet" and wsol_stride:
+        self.output_stride = _check_output_stride(name, family, kwargs.get("output_stride"))
+        if family == "resnet" and wsol_stride and self.output_stride is None:
             _apply_wsol_stride_resnet(model)
         if family == "vgg":
             if hasattr(model, "pre_logits"):

@@ -150,6 +150,17 @@ class WSOLModel(nn.Module):
             {"params": fast, "lr": lr * head_lr_mult, "name": "last_stage_and_heads"},
         ]
 
+    def feature_size(self, size: int) -> tuple[int, int]:
+        """The feature map's (hence the raw maps') height and width for a ``size`` input."""
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                feats = self.backbone(torch.zeros(1, 3, size, size, device=_device_of(self)))
+        finally:
+            self.train(was_training)
+        return int(feats.shape[-2]), int(feats.shape[-1])
+
     def num_parameters(self, part: str = "all") -> int:
         """Parameter count of ``all``, ``backbone``, ``head``, ``pixel_head`` or ``decoder``."""
         mod = {"all": self, "backbone": self.backbone, "head": self.head}.get(part)
@@ -160,6 +171,10 @@ class WSOLModel(nn.Module):
         elif mod is None:
             raise InputError(f"unknown model part {part!r}")
         return 0 if mod is None else sum(p.numel() for p in mod.parameters())
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    return next(module.parameters()).device
 
 
 def _check_sat(bb: Backbone, backbone: str, n: int) -> None:
