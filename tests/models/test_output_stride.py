@@ -33,3 +33,18 @@ def test_output_stride_refused_where_it_cannot_apply():
         build_model("resnet18", output_stride=4)
     with pytest.raises(InputError, match="vision transformer"):
         build_model("deit_tiny_patch16_224", output_stride=16)
+
+
+@pytest.mark.parametrize("reg_tokens", [0, 4])
+def test_any_timm_vit_gives_a_patch_grid_map_without_prefix_tokens(reg_tokens):
+    """Register tokens (and the class token) are not pixels: the map is the patch grid."""
+    model = build_model("test_vit", num_classes=2, pixel_head="linear", reg_tokens=reg_tokens)
+    model.eval()
+    assert model.backbone.num_prefix_tokens == 1 + reg_tokens
+    x = torch.rand(1, 3, 160, 160)
+    with torch.no_grad():
+        out = model(x)
+        tokens = model.backbone.model.forward_features(x)  # [1, prefix + 100, C]
+    grid = tokens[:, 1 + reg_tokens :].transpose(1, 2).reshape(1, -1, 10, 10)
+    assert torch.allclose(out.features, grid, atol=1e-6)
+    assert tuple(out.pixel_logits.shape) == (1, 2, 10, 10)
