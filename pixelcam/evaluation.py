@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 
 from pixelcam.data.dataset import WSOLDataset, collate_samples
 from pixelcam.data.transforms import EvalTransform
+from pixelcam.validation import MAX_WORKERS, check_count, check_input_size, check_threshold
 
 
 @dataclass
@@ -60,7 +61,8 @@ def evaluate_model(
     """Evaluate ``model`` on ``dataset``; maps are scored only on images with a known mask.
 
     The CAM target is the TRUE class (the WSOL protocol of Choe et al.; PixelCAM's map is
-    class-agnostic anyway).
+    class-agnostic anyway). ``size``, ``threshold`` (in [0, 1]), ``batch_size`` and
+    ``num_workers`` are checked (:mod:`pixelcam.validation`): InputError when out of range.
     """
     from pixelcam.cams import compute_maps
     from pixelcam.metrics import (
@@ -71,6 +73,10 @@ def evaluate_model(
         per_image_pxap,
     )
 
+    size = check_input_size(size, "size", allow_none=True)
+    threshold = check_threshold(threshold)
+    batch_size = check_count(batch_size, "batch_size")
+    num_workers = check_count(num_workers, "num_workers", 0, MAX_WORKERS)
     device = torch.device(device)
     ds = dataset.with_transform(EvalTransform(size=size))
     loader = DataLoader(

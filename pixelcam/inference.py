@@ -19,8 +19,10 @@ import torch
 
 from pixelcam.data.io import to_rgb_uint8
 from pixelcam.errors import InputError
+from pixelcam.validation import MIN_IMAGE_SIDE, check_image_side, check_input_size
 
-MIN_SIDE = 8
+#: The smallest image side a map is made for (:data:`pixelcam.validation.MIN_IMAGE_SIDE`).
+MIN_SIDE = MIN_IMAGE_SIDE
 
 
 @dataclass
@@ -48,9 +50,11 @@ def prepare_image(data: Any, name: str = "image") -> np.ndarray:
         )
     if arr.ndim > 3:
         raise InputError(f"{name} has shape {arr.shape}: expected a 2-D (RGB or gray) image")
+    if arr.ndim >= 2:  # before converting: a 1 x 100000 sliver is refused at once
+        channels_first = arr.ndim == 3 and arr.shape[-1] > 4 and arr.shape[0] in (1, 3, 4)
+        check_image_side(arr.shape[1:] if channels_first else arr.shape, name)
     rgb = to_rgb_uint8(arr, name=name)
-    if min(rgb.shape[:2]) < MIN_SIDE:
-        raise InputError(f"{name} is {rgb.shape[1]}x{rgb.shape[0]} pixels: too small for a map")
+    check_image_side(rgb.shape, name)
     return rgb
 
 
@@ -69,7 +73,8 @@ def predict_maps(
         model: a pixelcam model.
         image: any 2-D image array (:func:`prepare_image`).
         methods: the maps, all from one forward.
-        size: side the image is resized to for the model (None: its own size).
+        size: side the image is resized to for the model (None: its own size), from
+            :data:`~pixelcam.validation.MIN_INPUT_SIDE` to ``MAX_INPUT_SIDE`` pixels.
         target: the class class-specific maps explain (default: the prediction).
         class_names: names of the classes (default: their indices).
         device: where to run (default: where the model's parameters are).
@@ -77,6 +82,7 @@ def predict_maps(
     from pixelcam.cams import compute_maps
     from pixelcam.data.transforms import preprocess_batch
 
+    size = check_input_size(size, "size", allow_none=True)
     rgb = prepare_image(image)
     if device is None:
         device = next(model.parameters()).device

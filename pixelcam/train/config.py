@@ -4,12 +4,14 @@ dock and the Python API, validated before anything expensive starts."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from pixelcam.errors import InputError
 from pixelcam.train.phases import PHASES, RUN_CHECKPOINTS, get_phase
+from pixelcam.validation import MAX_WORKERS, check_count, check_input_size, is_random_init
 
 
 @dataclass
@@ -28,6 +30,12 @@ class TrainConfig:
     :mod:`pixelcam.train.losses`). Phase ``unet`` (the fully supervised reference) trains
     ``backbone`` + decoder on the training MASKS (cross-entropy + Dice). ``decoder_width``:
     the first decoder block's width (halved per block; 256 is the paper-sized decoder).
+
+    ``weights``: None, ``""`` or ``"none"`` (random init), ``"imagenet"`` or a file.
+    Before epoch 0 every training image is decoded once (splits of at most
+    :data:`~pixelcam.train.datasets.CHECK_LIMIT` images): an unreadable one stops the run
+    there, naming it, or with ``skip_unreadable`` is left out with a warning and a count.
+    Sizes, counts and thresholds follow :mod:`pixelcam.validation`.
     """
 
     out: str
@@ -78,6 +86,7 @@ class TrainConfig:
     smooth_weight: float = 1.0
     smooth_sigma: float = 0.06
     decoder_width: int = 256
+    skip_unreadable: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> TrainConfig:
@@ -89,15 +98,9 @@ class TrainConfig:
         self._check_choices(bad)
         if self.dataset != "synthetic" and not self.data_root:
             raise bad(f"dataset {self.dataset!r} needs data_root")
-        if not 8 <= int(self.decoder_width) <= 4096:
-            raise bad(f"decoder_width must be in 8..4096, got {self.decoder_width}")
-        for name in ("epochs", "batch_size", "n"):
-            if int(getattr(self, name)) < 1:
-                raise bad(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.epochs > 100000:
-            raise bad(f"epochs must be <= 100000, got {self.epochs}")
-        if not (self.lam >= 0 and self.lr > 0):
-            raise bad(f"lam must be >= 0 and lr > 0 (got lam={self.lam}, lr={self.lr})")
+        if is_random_init(self.weights):
+            self.weights = None  # "" and "none" mean random init, as None
+        self._check_numbers(bad)
         if not 0 < self.bg_fraction <= 1:
             raise bad(f"bg_fraction must be in (0, 1], got {self.bg_fraction}")
         if self.crop > self.resize:
@@ -106,6 +109,32 @@ class TrainConfig:
             raise bad(f"teacher_checkpoint must be one of {', '.join(RUN_CHECKPOINTS)}")
         get_phase(self).check_config()
         return self
+
+    def _check_numbers(self, bad: Callable[[str], InputError]) -> None:
+        """Counts, sizes and rates in their ranges (:mod:`pixelcam.validation`)."""
+        if not 8 <= int(self.decoder_width) <= 4096:
+            raise bad(f"decoder_width must be in 8..4096, got {self.decoder_width}")
+        limits = {"epochs": (1, 100000), "batch_size": (1, None), "n": (1, None),
+                  "num_workers": (0, MAX_WORKERS), "seed": (0, 2**32 - 1),
+                  "synthetic_n_per_class": (1, None)}  # fmt: skip
+        if self.lr_step is not None:
+            limits["lr_step"] = (1, None)
+        try:
+            for name, (low, high) in limits.items():
+                check_count(getattr(self, name), name, low, high)
+            for name in ("resize", "crop", "eval_size"):
+                check_input_size(getattr(self, name), name)
+            check_input_size(self.synthetic_size, "synthetic_size")
+        except InputError as exc:
+            raise bad(str(exc)) from None
+        if not (self.lam >= 0 and self.lr > 0):
+            raise bad(f"lam must be >= 0 and lr > 0 (got lam={self.lam}, lr={self.lr})")
+        rates = {"momentum": self.momentum, "weight_decay": self.weight_decay,
+                 "head_lr_mult": self.head_lr_mult, "lr_gamma": self.lr_gamma,
+                 "select_margin": self.select_margin}  # fmt: skip
+        for name, value in rates.items():
+            if not (math.isfinite(value) and value >= 0):
+                raise bad(f"{name} must be a finite number >= 0, got {value}")
 
     def _check_choices(self, bad: Callable[[str], InputError]) -> None:
         """Every named choice is registered; aliases become names (``pb`` -> probability)."""

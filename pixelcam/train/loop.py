@@ -22,8 +22,10 @@ uninterrupted one would have done.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -34,9 +36,9 @@ from torch.utils.data import DataLoader
 from pixelcam.data.dataset import WSOLDataset, collate_samples
 from pixelcam.data.transforms import TrainTransform
 from pixelcam.errors import InputError, TrainingError
-from pixelcam.fileio import atomic_write_text
+from pixelcam.fileio import atomic_write_text, remove_stale_temps
 from pixelcam.train.config import TrainConfig
-from pixelcam.train.datasets import TrainingView, open_split
+from pixelcam.train.datasets import TrainingView, open_split, readable_training_set
 from pixelcam.train.events import EventCallback, EventLog
 from pixelcam.train.phases import Phase, get_phase
 from pixelcam.train.runtime import (
@@ -68,14 +70,26 @@ def train(
     resume: bool = False,
     stream: TextIO | None = None,
     callbacks: list[EventCallback] | None = None,
+    *,
+    given: Collection[str] | None = None,
 ) -> RunResult:
-    """Train as ``config`` says; ``resume=True`` continues an interrupted run in ``out``."""
-    config.validate()
+    """Train as ``config`` says; ``resume=True`` continues an interrupted run in ``out``.
+
+    A resumed run takes EVERY setting from its ``config.json``. ``given`` names the
+    settings the caller chose (the CLI passes its explicit flags; default: the fields of
+    ``config`` that differ from :class:`TrainConfig`'s defaults): one that differs from the
+    saved run is refused (:class:`InputError` naming it), except ``epochs``, which extends
+    (or shortens, never below the epochs already done) the run and says so in the log, and
+    ``device`` and ``num_workers``, which say where it runs, not what it learns.
+    """
     out = Path(config.out).expanduser()
-    check_writable(out)
+    notes: list[str] = []
     if resume:
-        config = _resumed_config(config, out)
-    elif (out / "resume" / "resume.json").exists():
+        config, notes = _resumed_config(config, out, given)
+    else:
+        config.validate()
+    check_writable(out)
+    if not resume and (out / "resume" / "resume.json").exists():
         raise InputError(
             f"{out} already holds a run; use resume to continue it, or another output folder"
         )
@@ -89,27 +103,88 @@ def train(
                 else EventLog(None)
             )
             try:
+                for note in notes:
+                    log.emit("log", message=note)
                 return _train(config, out, resume, log, dist)
             except Exception as exc:
-                log.emit("error", message=str(exc), kind=type(exc).__name__)
+                with contextlib.suppress(OSError):  # a full disk must not hide the error
+                    log.emit("error", message=str(exc), kind=type(exc).__name__)
                 raise
             finally:
-                log.close()
+                with contextlib.suppress(OSError):
+                    log.close()
     finally:
         dist.close()
 
 
-def _resumed_config(config: TrainConfig, out: Path) -> TrainConfig:
-    """The saved run's configuration (a resumed run may be extended: ``epochs`` is kept)."""
+#: Settings a resumed run may change: where it runs, not what it learns.
+RUNTIME_SETTINGS = ("device", "num_workers")
+_PATH_SETTINGS = ("data_root", "folds_dir", "teacher", "init", "annotations", "weights")
+
+
+def _resumed_config(
+    config: TrainConfig, out: Path, given: Collection[str] | None
+) -> tuple[TrainConfig, list[str]]:
+    """The saved run's configuration, with the caller's ``given`` settings checked against
+    it (see :func:`train`), and the log lines saying what changed."""
     cfg_path = out / "config.json"
     if not cfg_path.exists():
         raise InputError(f"nothing to resume in {out} (no config.json)")
     try:
         saved = TrainConfig.from_dict(json.loads(cfg_path.read_text(encoding="utf-8")))
-        saved.epochs = config.epochs
-        return saved.validate()
+        saved.validate()
     except (OSError, ValueError, TypeError) as exc:  # InputError and JSON errors included
         raise InputError(f"cannot resume from {cfg_path}: {exc}") from exc
+    chosen = _given_settings(config, given) - {"out"}
+    wanted = dataclasses.replace(saved, **{k: getattr(config, k) for k in chosen})
+    wanted.out = config.out  # the folder may have moved since
+    wanted.validate()  # bad values are refused as for a new run; aliases become names
+    notes = []
+    for name in sorted(chosen - {"epochs"}):
+        mine, theirs = getattr(wanted, name), getattr(saved, name)
+        if _same_setting(name, mine, theirs):
+            continue
+        if name not in RUNTIME_SETTINGS:
+            raise InputError(
+                f"cannot resume {out} with {name}={mine!r}: the run was started with "
+                f"{name}={theirs!r} ({cfg_path}); a resumed run keeps every setting but "
+                "epochs (start a new run in another folder to change it)"
+            )
+        notes.append(f"{name}: {mine!r} (the run was started with {theirs!r})")
+    if wanted.epochs != saved.epochs:
+        done = _epochs_done(out)
+        if wanted.epochs < done:
+            raise InputError(
+                f"cannot resume {out} with epochs={wanted.epochs}: it has already trained "
+                f"{done} epochs"
+            )
+        how = "extended" if wanted.epochs > saved.epochs else "shortened"
+        notes.append(f"epochs: {saved.epochs} -> {wanted.epochs} (run {how})")
+    return wanted, notes
+
+
+def _given_settings(config: TrainConfig, given: Collection[str] | None) -> set[str]:
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    if given is not None:
+        return {name for name in given if name in fields}
+    defaults = TrainConfig(out=config.out)
+    return {name for name in fields if getattr(config, name) != getattr(defaults, name)}
+
+
+def _same_setting(name: str, a: Any, b: Any) -> bool:
+    if a == b:
+        return True
+    if name in _PATH_SETTINGS and isinstance(a, str) and isinstance(b, str) and a and b:
+        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+    return False
+
+
+def _epochs_done(out: Path) -> int:
+    """The last complete epoch of the run in ``out`` (0 when none)."""
+    try:
+        return int(json.loads((out / "resume" / "resume.json").read_text("utf-8"))["epoch"])
+    except (OSError, ValueError, TypeError, KeyError):
+        return 0
 
 
 def _train(
@@ -121,6 +196,9 @@ def _train(
     run = Run(config, out, dist.device(config.device), log, dist)
     torch.manual_seed(config.seed)
     train_ds, valcl, valpx = _open_splits(config, dist)
+    train_ds = readable_training_set(  # a bad file stops the run before epoch 0
+        train_ds, config.skip_unreadable, lambda message: log.emit("log", message=message)
+    )
     model = phase.build_model(train_ds.num_classes).to(run.device)
     method = phase.map_method()
     _check_map(method, model)
@@ -339,6 +417,12 @@ class _Saver:
         from pixelcam.models.checkpoint import load_state_into
 
         resume_dir = self.run.out / "resume"
+        if self.run.dist.is_main:  # temporaries of a killed run (the lock is ours)
+            stale = [p for d in (self.run.out, resume_dir, self.run.out / "selection")
+                     for p in remove_stale_temps(d)]  # fmt: skip
+            if stale:
+                self.run.log.emit("log", message=f"removed {len(stale)} temporary file(s) "
+                                  "left by an interrupted run")  # fmt: skip
         if not (resume and (resume_dir / "resume.json").exists()):
             return [], 1
         pointer = json.loads((resume_dir / "resume.json").read_text(encoding="utf-8"))

@@ -4,6 +4,7 @@ that no phase needs to know: data parallelism (:class:`Distributed`), the run-fo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -151,17 +152,26 @@ class RunLock:
             return "?"
 
     def __exit__(self, *exc: object) -> None:
-        self.path.unlink(missing_ok=True)
+        # a folder made read-only during the run must not fail a finished run
+        with contextlib.suppress(OSError):
+            self.path.unlink(missing_ok=True)
         self._lock.release()
 
 
 def check_writable(out: Path, need_bytes: int = 50 << 20) -> None:
     """``out`` exists (created if needed), is writable and has ``need_bytes`` free."""
+    import tempfile
+
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
+        # a probe of its own: two runs racing for ``out`` must meet at the lock ("in use"),
+        # not delete each other's probe (named as atomic_write's temporaries, for clean-up)
+        fd, probe = tempfile.mkstemp(dir=out, prefix=".write-test.", suffix=".tmp")
+        try:
+            os.write(fd, b"ok")
+        finally:
+            os.close(fd)
+            os.unlink(probe)
     except OSError as exc:
         raise InputError(f"output folder {out} is not writable: {exc.strerror or exc}") from exc
     free = shutil.disk_usage(out).free
