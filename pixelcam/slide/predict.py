@@ -45,6 +45,7 @@ import numpy as np
 from pixelcam.errors import InputError
 from pixelcam.slide.cluster import DaskRunner, is_address, is_client
 from pixelcam.slide.engine import LocalRunner, TileRunner
+from pixelcam.validation import check_input_size
 
 __all__ = ["LARGE_SIDE", "SCHEDULERS", "needs_tiling", "output_paths", "predict_slide"]
 
@@ -245,8 +246,7 @@ def predict_slide(
 def _check_options(batch_size: int, model_input: int | None, min_tissue: float) -> None:
     if batch_size < 1:
         raise InputError(f"batch_size must be positive, got {batch_size}")
-    if model_input is not None and model_input < 16:
-        raise InputError(f"model_input must be at least 16 pixels, got {model_input}")
+    check_input_size(model_input, "model_input", allow_none=True)
     if not 0.0 <= float(min_tissue) <= 1.0:
         raise InputError(f"min_tissue must be a fraction in [0, 1], got {min_tissue}")
 
