@@ -169,6 +169,14 @@ def _add_train(sub: Any) -> None:
         "(default: resnet18)",
     )
     t.add_argument(
+        "--output-stride",
+        type=int,
+        choices=(8, 16, 32),
+        default=None,
+        help="CNN backbones: timm output stride (dilated last stages): 16 or 8 give 2x or "
+        "4x finer maps than 32 (default: the backbone's own; ResNets use the WSOL stride 8)",
+    )
+    t.add_argument(
         "--weights",
         default=None,
         help="backbone weights: a local .safetensors/.pt file; 'imagenet' "
@@ -363,51 +371,22 @@ def _add_synth(sub: Any) -> None:
     s.set_defaults(func=cmd_synth)
 
 
+def _train_config(args: argparse.Namespace, config_type: type) -> Any:
+    """The TrainConfig the options describe: every option named like a config field
+    (``--data-root`` -> ``data_root``) is that field; ``--no-amp`` is ``amp=False``."""
+    import dataclasses
+
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(config_type)
+              if hasattr(args, f.name)}  # fmt: skip
+    values["amp"] = not args.no_amp
+    return config_type(**values)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from pixelcam.train import TrainConfig, train
     from pixelcam.train.events import human_progress
 
-    config = TrainConfig(
-        out=args.out,
-        dataset=args.dataset,
-        data_root=args.data_root,
-        fold=args.fold,
-        folds_dir=args.folds_dir,
-        missing=args.missing,
-        phase=args.phase,
-        backbone=args.backbone,
-        weights=args.weights,
-        head=args.head,
-        pixel_head=args.pixel_head,
-        teacher=args.teacher,
-        teacher_method=args.teacher_method,
-        teacher_checkpoint=args.teacher_checkpoint,
-        init=args.init,
-        eval_method=args.eval_method,
-        lam=args.lam,
-        n=args.n,
-        sampler=args.sampler,
-        positive_only=args.positive_only,
-        epochs=args.epochs,
-        annotations=args.annotations,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        lr_step=args.lr_step,
-        resize=args.resize,
-        crop=args.crop,
-        eval_size=args.eval_size,
-        device=args.device,
-        amp=not args.no_amp,
-        seed=args.seed,
-        num_workers=args.num_workers,
-        synthetic_n_per_class=args.synthetic_n_per_class,
-        synthetic_size=args.synthetic_size,
-        negative_class=args.negative_class,
-        smooth_weight=args.smooth_weight,
-        smooth_sigma=args.smooth_sigma,
-        decoder_width=args.decoder_width,
-        skip_unreadable=args.skip_unreadable,
-    )
+    config = _train_config(args, TrainConfig)
     callbacks = [] if args.json else [human_progress(sys.stderr)]
     result = train(
         config, resume=args.resume, stream=sys.stdout if args.json else None,

@@ -49,6 +49,8 @@ class TrainConfig:
     missing: str = "error"
     phase: str = "baseline"
     backbone: str = "resnet18"
+    #: timm output stride (8, 16, 32) of a CNN backbone: finer maps; None: the backbone's
+    output_stride: int | None = None
     weights: str | None = None
     head: str = "gap"
     pixel_head: str = "linear"

@@ -271,12 +271,14 @@ class _Trainer:
         n_local = math.ceil(len(train_ds) / run.dist.world_size)
         self.drop_last = n_local > cfg.batch_size  # no 1-image batch for BatchNorm
         self.steps = n_local // cfg.batch_size if self.drop_last else 1
+        fh, fw = self.model.feature_size(cfg.eval_size)  # the maps' own resolution
         run.log.emit(
             "start",
             message=f"{cfg.phase} on {cfg.dataset}: {len(train_ds)} train, "
-            f"{len(valcl)} valcl, {len(valpx)} valpx images, device {run.device}",
+            f"{len(valcl)} valcl, {len(valpx)} valpx images, device {run.device}; maps "
+            f"{fh}x{fw} at {cfg.eval_size} px",
             phase=cfg.phase, epochs=cfg.epochs, steps=self.steps, device=str(run.device),
-            resume=resume, world_size=run.dist.world_size,
+            resume=resume, world_size=run.dist.world_size, feature_size=[fh, fw],
         )  # fmt: skip
         self.phase.prepare(run, train_ds)
         if cfg.annotations:

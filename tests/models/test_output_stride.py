@@ -48,3 +48,21 @@ def test_any_timm_vit_gives_a_patch_grid_map_without_prefix_tokens(reg_tokens):
     grid = tokens[:, 1 + reg_tokens :].transpose(1, 2).reshape(1, -1, 10, 10)
     assert torch.allclose(out.features, grid, atol=1e-6)
     assert tuple(out.pixel_logits.shape) == (1, 2, 10, 10)
+
+
+def test_train_output_stride_option_reaches_the_checkpoint_and_the_start_event(tmp_path):
+    import json
+
+    from pixelcam.cli import main
+
+    out = tmp_path / "run"
+    argv = ["train", "--out", str(out), "--backbone", "test_resnet", "--output-stride", "16",
+            "--epochs", "1", "--synthetic-n-per-class", "6", "--synthetic-size", "48",
+            "--resize", "48", "--crop", "40", "--eval-size", "48", "--batch-size", "4",
+            "--json"]  # fmt: skip
+    assert main(argv) == 0
+    ckpt = json.loads((out / "last.json").read_text())
+    assert ckpt["config"]["timm_kwargs"]["output_stride"] == 16
+    start = json.loads((out / "events.jsonl").read_text().splitlines()[0])
+    assert start["event"] == "start" and start["feature_size"] == [3, 3]
+    assert "maps 3x3 at 48 px" in start["message"]

@@ -93,6 +93,11 @@ class Phase:
         raise NotImplementedError
 
 
+def stride_option(config: TrainConfig) -> dict[str, Any]:
+    """``build_model`` keywords for the configured output stride (none when unset)."""
+    return {} if config.output_stride is None else {"output_stride": int(config.output_stride)}
+
+
 #: every training phase by name; the modules of this package register on first listing
 PHASES: Registry[type[Phase]] = Registry("phase", package=__name__)
 

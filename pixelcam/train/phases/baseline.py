@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pixelcam.train.phases import Phase, StepLoss, register_phase
+from pixelcam.train.phases import Phase, StepLoss, register_phase, stride_option
 
 if TYPE_CHECKING:
     import torch
@@ -40,7 +40,7 @@ class Baseline(Phase):
         cfg = self.config
         return build_model(
             cfg.backbone, num_classes=num_classes, head=cfg.head, pixel_head=None,
-            weights=cfg.weights,
+            weights=cfg.weights, **stride_option(cfg),
         )  # fmt: skip
 
     def loss(

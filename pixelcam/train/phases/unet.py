@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from pixelcam.errors import InputError
-from pixelcam.train.phases import Phase, StepLoss, register_phase
+from pixelcam.train.phases import Phase, StepLoss, register_phase, stride_option
 from pixelcam.train.phases.baseline import image_loss
 from pixelcam.train.phases.negev import with_sat_regularization
 
@@ -34,6 +34,7 @@ class UNet(Phase):
         return build_model(
             cfg.backbone, num_classes=num_classes, head="gap", pixel_head=None,
             weights=cfg.weights, decoder="unet", decoder_channels=cfg.decoder_width,
+            **stride_option(cfg),
         )  # fmt: skip
 
     def prepare(self, run: Run, train_ds: WSOLDataset) -> None:
