@@ -1,4 +1,4 @@
-"""The ``pixelcam`` command: train, evaluate, predict, synth.
+"""The ``pixelcam`` command: train, evaluate, predict, synth, refine.
 
 Errors caused by the user's input (:class:`~pixelcam.errors.InputError`) exit with code 2
 and a one-line message naming the file or value; ``--help`` documents every option.
@@ -140,11 +140,11 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="pixelcam",
-        description="PixelCAM weakly supervised localization: train, evaluate, predict.",
+        description="PixelCAM weakly supervised localization: train, evaluate, predict, refine.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    for add in (_add_train, _add_evaluate, _add_predict, _add_synth):
+    for add in (_add_train, _add_evaluate, _add_predict, _add_synth, _add_refine):
         add(sub)
     return parser
 
@@ -380,6 +380,71 @@ def _train_config(args: argparse.Namespace, config_type: type) -> Any:
               if hasattr(args, f.name)}  # fmt: skip
     values["amp"] = not args.no_amp
     return config_type(**values)
+
+
+def _add_refine(sub: Any) -> None:
+    """``pixelcam refine``: the panel's refit, without a window."""
+    r = sub.add_parser(
+        "refine",
+        help="refit a checkpoint's pixel head from saved point annotations",
+        description="Refit the PixelCAM pixel head of CHECKPOINT from saved points files "
+        "(<image>.points.csv|json, as the napari panel saves them; a baseline checkpoint "
+        "first gets a head fitted from its CAM seeds) and save the result as the checkpoint "
+        "--out: the same backbone weights, the new head; its json records the parent's "
+        "SHA-256, the annotation files and the settings (pixelcam.refine). Each points "
+        "file's image: by name in --images FOLDER; else the image_path the file records "
+        "(relative paths from the file's folder); else the image beside the file "
+        "(<image>.png for <image>.points.csv).",
+    )
+    r.add_argument("checkpoint", help="PixelCAM or baseline checkpoint (.json/.safetensors)")
+    r.add_argument(
+        "--annotations",
+        nargs="+",
+        required=True,
+        metavar="POINTS",
+        help="points files, or folders searched for *.points.csv|json",
+    )
+    r.add_argument("--out", required=True, help="the refined checkpoint (a path stem)")
+    r.add_argument("--images", default=None, metavar="FOLDER", help="where the images are")
+    r.add_argument("--teacher", default=None, help="baseline checkpoint whose CAM gives the seeds")
+    r.add_argument(
+        "--size",
+        type=_input_size,
+        default=None,
+        help="model input side (default: the checkpoint's eval size)",
+    )
+    r.add_argument("--device", default="auto", **_choice(DEVICES, "device"))
+    g = r.add_argument_group("refit settings (defaults: pixelcam.refine.RefitSettings)")
+    for flag, kind, text in (
+        ("--point-weight", _nonneg_float, "weight of one user point"),
+        ("--anchor", _nonneg_float, "weight per image of keeping the checkpoint's map"),
+        ("--prior", _float_in(0.0, strict=True), "L2 pull toward the checkpoint's head"),
+        ("--bias-prior", _float_in(0.0, strict=True), "the bias's pull, times --prior"),
+        ("--seeds", _int_in(0), "CAM seeds per class and image (0: none)"),
+        ("--seed-weight", _nonneg_float, "weight of one CAM seed"),
+    ):
+        g.add_argument(flag, type=kind, default=None, help=text)
+    r.set_defaults(func=cmd_refine)
+
+
+def cmd_refine(args: argparse.Namespace) -> int:
+    from pixelcam.device import resolve_device
+    from pixelcam.refine import RefitSettings, refine_files
+
+    names = ("point_weight", "anchor", "prior", "bias_prior", "seeds", "seed_weight")
+    given = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    summary = refine_files(
+        args.checkpoint, args.annotations, args.out, images=args.images,
+        device=resolve_device(args.device), teacher=args.teacher,
+        settings=RefitSettings(**given).validated(), size=args.size,
+    )  # fmt: skip
+    res = summary.result
+    print(
+        f"refined {args.checkpoint} with {res.n_fg} FG + {res.n_bg} BG points on "
+        f"{len(summary.images)} image{'' if len(summary.images) == 1 else 's'} "
+        f"(+ {res.n_seeds} seeds) in {res.seconds:.2f} s -> {summary.weights}, {summary.json}"
+    )
+    return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
