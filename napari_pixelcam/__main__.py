@@ -48,6 +48,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-run", action="store_true", help="do not compute maps on start (just dock the panel)"
     )
+    p.add_argument("--difference", action="store_true", help="show PixelCAM minus the baseline map")
+    p.add_argument("--show", metavar="MAP", help="the map drawn over the image (default: PixelCAM)")
+    p.add_argument(
+        "--threshold", type=float, help="draw the map's outline at this value (default 0.5)"
+    )
+    p.add_argument(
+        "--docks", action="store_true", help="also dock the trainer and the separability docks"
+    )
+    p.add_argument("--pixelcam", type=Path, help="PixelCAM checkpoint (default: the demo one)")
+    p.add_argument("--baseline", type=Path, help="baseline checkpoint (default: the demo one)")
+    p.add_argument(
+        "--window", default="1600x1000", help="window size WxH for --screenshot (1600x1000)"
+    )
     return p
 
 
@@ -83,42 +96,76 @@ def main(argv: list[str] | None = None) -> int:
 
     viewer = napari.Viewer(title="napari-pixelcam")
     if args.image is not None:
-        viewer.open(str(args.image))
+        viewer.open(str(args.image), plugin=PLUGIN)
     else:
         viewer.open_sample(PLUGIN, args.sample)
     _, panel = viewer.window.add_plugin_dock_widget(PLUGIN, "PixelCAM")
+    if args.docks:
+        viewer.window.add_plugin_dock_widget(PLUGIN, "PixelCAM trainer")
+        viewer.window.add_plugin_dock_widget(PLUGIN, "PixelCAM separability")
+    code = _choose(panel, args)
+    if code:
+        viewer.close()
+        return code
+    if not args.no_run:
+        _compute(panel, args)
+    if args.screenshot is not None:
+        return _screenshot(viewer, args)
+    napari.run()
+    return 0
+
+
+def _choose(panel, args) -> int:
+    """Models and maps from the arguments; 2 on an unknown map."""
+    session = panel.session
+    if args.pixelcam is not None:
+        session.pixelcam = args.pixelcam
+    if args.baseline is not None:
+        session.baseline = args.baseline
     if args.methods:
-        maps = panel.session.catalogue_now().maps  # the registered map methods
+        maps = session.catalogue_now().maps  # the registered map methods
         names = [m.strip() for m in args.methods.split(",") if m.strip()]
         unknown = [m for m in names if m not in maps]
         if unknown:
             print(
-                f"error: unknown map(s) {unknown}; choose from {list(maps.names)}",
-                file=sys.stderr,
+                f"error: unknown map(s) {unknown}; choose from {list(maps.names)}", file=sys.stderr
             )
-            viewer.close()
             return 2
-        panel.session.maps = names
-    if not args.no_run:
-        panel.run_maps(wait=args.screenshot is not None)
-        if args.grid:
-            panel.wait()
-            panel.grid.value = True
+        session.maps = names
+    return 0
 
+
+def _compute(panel, args) -> None:
+    panel.run_maps(wait=args.screenshot is not None or args.grid or args.difference)
+    if args.threshold is not None:
+        panel.threshold.value = args.threshold
+    if args.difference:
+        panel.difference_map()
+    elif args.show:
+        panel.view.show(args.show)
+    if args.grid:
+        panel.grid.value = True
     if args.screenshot is not None:
-        from napari.qt.threading import WorkerBase
-        from qtpy.QtWidgets import QApplication
+        panel.wait()  # grid panes and the difference come in the next event-loop turns
 
-        WorkerBase.await_workers(300_000)  # e.g. the session's catalogue, read in a worker
-        viewer.window._qt_window.resize(1500, 900)
-        for _ in range(20):
-            QApplication.processEvents()
-        args.screenshot.parent.mkdir(parents=True, exist_ok=True)
-        viewer.screenshot(str(args.screenshot), canvas_only=False)
-        viewer.close()
-        print(f"wrote {args.screenshot}")
-        return 0
-    napari.run()
+
+def _screenshot(viewer, args) -> int:
+    from napari.qt.threading import WorkerBase
+    from qtpy.QtWidgets import QApplication
+
+    WorkerBase.await_workers(300_000)  # e.g. the session's catalogue, read in a worker
+    width, height = (int(v) for v in args.window.lower().split("x"))
+    viewer.window.resize(width, height)
+    for _ in range(20):
+        QApplication.processEvents()
+    if not viewer.grid.enabled:
+        viewer.reset_view()
+    for _ in range(20):
+        QApplication.processEvents()
+    args.screenshot.parent.mkdir(parents=True, exist_ok=True)
+    viewer.screenshot(str(args.screenshot), canvas_only=False)
+    viewer.close()
+    print(f"wrote {args.screenshot}")
     return 0
 
 

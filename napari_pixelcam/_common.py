@@ -20,6 +20,8 @@ from pixelcam.train.phases import RUN_CHECKPOINTS  # torch-free
 PLUGIN = "napari-pixelcam"
 #: the panel's display name in ``napari.yaml`` (the trainer docks it by this name)
 PANEL_NAME = "PixelCAM"
+#: the trainer's display name in ``napari.yaml`` (the panel docks it by this name)
+TRAINER_NAME = "PixelCAM trainer"
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 #: The bundled sample models (trained by ``sample_data/train_sample_model.py``).
@@ -46,9 +48,11 @@ POINT_COLORS = {1: FG_COLOR, 0: BG_COLOR}
 #: sees at most its input size anyway).
 MAX_SIDE = 2048
 
-#: Layer metadata keys: a map layer (``pixelcam_method``) and a grid backdrop.
+#: Layer metadata keys: a map layer (``pixelcam_method``), a grid pane (its map's or
+#: image's name), and an outline Labels layer (not a mask: no dock offers it as one).
 MAP_KEY = "pixelcam_method"
 BACKDROP_KEY = "pixelcam_backdrop"
+OUTLINE_KEY = "pixelcam_outline"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -129,6 +133,13 @@ def level_of(data: Any, multiscale: bool, max_side: int = MAX_SIDE) -> tuple[Any
     return level, full / np.asarray(level.shape[:2], dtype=np.float64)
 
 
+def unwrap(obj: Any) -> Any:
+    """The object behind napari's plugin proxy (napari hands plugins a viewer whose layers
+    are public-only proxies: a new proxy at each access, so compare and key layers by the
+    object behind them)."""
+    return getattr(obj, "__wrapped__", obj)
+
+
 def source_images(viewer: Any) -> list:
     """The viewer's image layers that are not maps or grid backdrops of this plugin."""
     from napari.layers import Image
@@ -140,7 +151,100 @@ def source_images(viewer: Any) -> list:
     ]
 
 
+# ---------------------------------------------------------------------- the library
+#: modules of ``pixelcam.data`` that import nothing of torch themselves, while their
+#: package's ``__init__`` does (its dataset classes): the reader and the sample data use
+#: them on the GUI thread, where importing torch would freeze napari for seconds
+TORCH_FREE_DATA_MODULES = ("pixelcam.data.io", "pixelcam.data.synthetic")
+
+
+def data_module(name: str) -> Any:
+    """A torch-free module of ``pixelcam.data`` (:data:`TORCH_FREE_DATA_MODULES`) without
+    importing its package: the module itself when it is loaded already (torch is then
+    loaded too), else the same source file loaded once on its own, under a private name.
+    Its functions and errors are the library's (``pixelcam.errors`` is shared)."""
+    import importlib.util
+    import sys
+
+    if name not in TORCH_FREE_DATA_MODULES:
+        raise ValueError(f"{name} is not a torch-free module of pixelcam.data")
+    if name in sys.modules:
+        return sys.modules[name]
+    private = f"napari_pixelcam._lib_{name.rsplit('.', 1)[-1]}"
+    if private in sys.modules:
+        return sys.modules[private]
+    import pixelcam
+
+    path = Path(pixelcam.__file__).parent / "data" / f"{name.rsplit('.', 1)[-1]}.py"
+    spec = importlib.util.spec_from_file_location(private, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[private] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[private]
+        raise
+    return module
+
+
+# ---------------------------------------------------------------------- dock layout
+#: share of the dock area's height of each PixelCAM dock when several are open together
+DOCK_SHARES = {"PixelCAM (": 0.30, "PixelCAM trainer": 0.38, "PixelCAM separability": 0.32}
+
+
+def balance_docks(widget: Any) -> None:
+    """Share the dock area's height between the PixelCAM docks open in it (Qt gives a new
+    dock a strip of what is left: a 60 px trainer under the panel). Called when a dock is
+    first shown; Qt's own API on the dock widgets (the user's splitter moves stay theirs
+    until a dock is opened again)."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QDockWidget, QMainWindow
+
+    dock = widget
+    while dock is not None and not isinstance(dock, QDockWidget):
+        dock = dock.parentWidget()
+    main = dock.parentWidget() if dock is not None else None
+    if not isinstance(main, QMainWindow):
+        return
+    area = main.dockWidgetArea(dock)
+    ours = []
+    for other in main.findChildren(QDockWidget):
+        share = next((v for k, v in DOCK_SHARES.items() if other.windowTitle().startswith(k)), 0)
+        beside = other.isVisible() and not other.isFloating()
+        if share and beside and main.dockWidgetArea(other) == area:
+            ours.append((other, share))
+    if len(ours) < 2:
+        return
+    height = sum(d.height() for d, _ in ours)
+    total = sum(share for _, share in ours)
+    sizes = [int(height * share / total) for _, share in ours]
+    main.resizeDocks([d for d, _ in ours], sizes, Qt.Orientation.Vertical)
+
+
 # ---------------------------------------------------------------------- workers
+def in_turns(steps: Sequence[Callable[[], Any]], prefix: str = "PixelCAM") -> None:
+    """Run ``steps`` one per turn of the Qt event loop (a 0 ms single-shot timer each):
+    the loop paints and handles input between two steps, so a long series of layer
+    changes never freezes the viewer. A step that raises becomes an error notification;
+    the next ones still run."""
+    from qtpy.QtCore import QTimer
+
+    todo = list(steps)
+
+    def run() -> None:
+        if not todo:
+            return
+        step = todo.pop(0)
+        try:
+            step()
+        except Exception as exc:  # noqa: BLE001 - nothing may escape into Qt
+            notify("error", f"{prefix}: {type(exc).__name__}: {exc}")
+        if todo:
+            QTimer.singleShot(0, run)
+
+    QTimer.singleShot(0, run)
+
+
 def in_worker(
     job: Callable[[], Any],
     on_done: Callable[[Any], None],

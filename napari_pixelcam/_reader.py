@@ -24,13 +24,39 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from napari_pixelcam._common import COLORMAPS, POINT_COLORS
+from napari_pixelcam._common import COLORMAPS, POINT_COLORS, data_module
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".svs")
 MASK_SUFFIXES: tuple[str, ...] = ("_anno", "_mask")
 
 LayerData = tuple[Any, dict, str]
 PathLike = str | os.PathLike
+
+
+#: the file name patterns this plugin's reader is preferred for (napari then opens them
+#: without asking which reader to use); napari's builtins stay one click away (File > Open
+#: with Plugin, or the preference in napari's settings)
+PREFERRED_PATTERNS: tuple[str, ...] = (
+    "*.points.csv", "*.points.json", "*.svs", "*.bmp", "*.png", "*.jpg", "*.jpeg",
+    "*.tif", "*.tiff",
+)  # fmt: skip
+
+
+def prefer_reader(settings: Any = None) -> list[str]:
+    """Make this plugin napari's reader for :data:`PREFERRED_PATTERNS` where the user has
+    not chosen one (napari's ``plugins.extension2reader`` setting, kept across sessions;
+    a choice the user made is never changed). Returns the patterns set now."""
+    from napari_pixelcam._common import PLUGIN
+
+    if settings is None:
+        from napari.settings import get_settings
+
+        settings = get_settings()
+    current = dict(settings.plugins.extension2reader)
+    added = [p for p in PREFERRED_PATTERNS if p not in current]
+    if added:
+        settings.plugins.extension2reader = {**current, **dict.fromkeys(added, PLUGIN)}
+    return added
 
 
 def _kind(path: PathLike) -> str | None:
@@ -99,19 +125,17 @@ def _image_meta(path: Path) -> dict:
 
 
 def _read_plain(path: Path) -> list[LayerData]:
-    from pixelcam.data.io import read_image
-
-    image = read_image(path)
+    io = data_module("pixelcam.data.io")  # never torch on the GUI thread
+    image = io.read_image(path)
     layers: list[LayerData] = [
         (image, {"name": path.stem, "rgb": True, "metadata": _image_meta(path)}, "image")
     ]
     mask_path = find_mask(path)
     if mask_path is not None:
-        from pixelcam.data.io import read_mask
         from pixelcam.errors import InputError
 
         try:
-            mask = read_mask(mask_path, shape=image.shape[:2])
+            mask = io.read_mask(mask_path, shape=image.shape[:2])
         except InputError as exc:  # a bad mask must not keep the image from opening
             warnings.warn(f"mask not loaded: {exc}", stacklevel=2)
         else:
@@ -135,14 +159,29 @@ def find_mask(image_path: PathLike) -> Path | None:
 
 
 def _mask_layer(mask: Any, base: str, mask_path: Path) -> LayerData:
-    meta = {"name": f"{base} mask", "opacity": 0.4, "metadata": {"path": str(mask_path)}}
-    return (mask, meta, "labels")
+    """A ground-truth mask, drawn as a white outline (Labels ``contour``), not a fill: a
+    map over the tissue stays readable, and the mask's edge shows where it should be."""
+    style = mask_style(mask.shape)
+    style["metadata"]["path"] = str(mask_path)
+    return (mask, {"name": f"{base} mask", **style}, "labels")
+
+
+def mask_style(shape: tuple[int, ...]) -> dict[str, Any]:
+    """``add_labels`` keywords of a ground-truth mask: white, and marked so that the
+    PixelCAM panel draws it as an outline (``contour``, which ``add_labels`` does not take;
+    the panel sets it on every marked mask it sees)."""
+    from napari_pixelcam._overlays import MASK_COLOR, OUTLINE_MASK_KEY
+
+    return {
+        "colormap": {None: MASK_COLOR, 0: "transparent"},
+        "opacity": 0.5,
+        "metadata": {OUTLINE_MASK_KEY: True},
+    }
 
 
 def _read_mask_layer(path: Path) -> LayerData:
-    from pixelcam.data.io import read_mask
-
-    return _mask_layer(read_mask(path), _mask_base(path) or path.stem, path)
+    io = data_module("pixelcam.data.io")
+    return _mask_layer(io.read_mask(path), _mask_base(path) or path.stem, path)
 
 
 def _read_pyramid(path: Path) -> LayerData:

@@ -17,8 +17,10 @@ LayerData = tuple[Any, dict, str]
 
 
 def _tile(class_name: str) -> list[LayerData]:
-    from pixelcam.data.synthetic import generate_tile
+    from napari_pixelcam._common import data_module
+    from napari_pixelcam._reader import mask_style
 
+    generate_tile = data_module("pixelcam.data.synthetic").generate_tile  # no torch
     image, mask = generate_tile(
         CLASS_LABELS[class_name], size=SAMPLE_SIZE, seed=SAMPLE_SEEDS[class_name]
     )
@@ -27,7 +29,7 @@ def _tile(class_name: str) -> list[LayerData]:
         (image, {"name": name, "rgb": True, "metadata": {"pixelcam_label": class_name}}, "image"),
         (
             mask.astype("uint8"),
-            {"name": f"{name} mask", "opacity": 0.4, "visible": False},
+            {"name": f"{name} mask", **mask_style(mask.shape)},
             "labels",
         ),
     ]

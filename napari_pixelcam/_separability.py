@@ -34,12 +34,14 @@ from qtpy.QtWidgets import (
     QLineEdit,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
 from napari_pixelcam import _common as common
+from napari_pixelcam._reader import prefer_reader
 from napari_pixelcam._session import session_for
 
 if TYPE_CHECKING:
@@ -54,6 +56,9 @@ TSNE_METADATA = "pixelcam_tsne"
 #: against each other in a thread that just ran a forward pass (measured here: 100 points
 #: 13.6 s with the default threads, 1.2 s with one)
 TSNE_THREADS = 1
+#: the session's warm-ups a computation needs (imported in a worker, never on the GUI
+#: thread): torch and timm come first, with the catalogue
+NEEDS = ("pixelcam.embedding", "sklearn.manifold", "pandas")
 
 
 def tsne_layer_name(model_name: str) -> str:
@@ -99,20 +104,9 @@ class SeparabilityWidget(QWidget):
         self.result_label.setWordWrap(True)
         self.result_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
-        form = QFormLayout()
-        form.addRow("image", self.image_combo)
-        form.addRow("pixel labels", self.label_combo)
-        form.addRow("baseline model", self._with_browse(self.baseline_edit))
-        form.addRow("PixelCAM model", self._with_browse(self.pixelcam_edit))
-        form.addRow("input size", self.size_spin)
-        form.addRow("t-SNE points", self.points_spin)
-        self._layout = QVBoxLayout(self)
-        self._layout.addLayout(form)
-        self._layout.addWidget(self.compute_button)
-        self._layout.addWidget(self.progress)
-        self._layout.addWidget(self.result_label)  # (napari adds a stretch below when docking)
-
+        self._build_layout()
         self.compute_button.clicked.connect(lambda: self.compute())
+        self._pending = False  # Compute pressed while the libraries were still loading
         self.baseline_edit.editingFinished.connect(self._commit)
         self.pixelcam_edit.editingFinished.connect(self._commit)
         self.session.events.connect(self._from_session)  # held weakly by the session
@@ -120,6 +114,49 @@ class SeparabilityWidget(QWidget):
         self.viewer.layers.events.removed.connect(self._refresh)
         self._refresh()
         self.session.load_catalogue(common.in_worker)
+        self.session.warm_up(common.in_worker, "matplotlib.backends.backend_qtagg")
+        self.session.events.warmed.connect(self._on_warmed)
+        prefer_reader()  # File > Open of a PNG/TIFF no longer asks which reader
+
+    def _build_layout(self) -> None:
+        form = QFormLayout()
+        form.addRow("image", self.image_combo)
+        form.addRow("pixel labels", self.label_combo)
+        form.addRow("baseline model", self._with_browse(self.baseline_edit))
+        form.addRow("PixelCAM model", self._with_browse(self.pixelcam_edit))
+        form.addRow("input size", self.size_spin)
+        form.addRow("t-SNE points", self.points_spin)
+        inner = QWidget()
+        self._layout = QVBoxLayout(inner)
+        self._layout.setContentsMargins(4, 4, 4, 4)
+        self._layout.addLayout(form)
+        self._layout.addWidget(self.compute_button)
+        self._layout.addWidget(self.progress)
+        self._layout.addWidget(self.result_label)
+        self._layout.addStretch(1)
+        # in a scroll area: the plot (of fixed height) never grows the window
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setWidget(inner)
+        self._scroll = scroll
+        self._plot_into_view = False
+        scroll.verticalScrollBar().rangeChanged.connect(self._on_scroll_range)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
+        self.setMinimumWidth(300)
+        self.setMinimumHeight(180)  # three docks share a 1000 px screen: none a strip
+
+    def showEvent(self, event: Any) -> None:  # noqa: N802 (Qt's name)
+        super().showEvent(event)
+        common.balance_docks(self)  # the docks share the dock area's height
+
+    def sizeHint(self) -> Any:  # noqa: N802 (Qt's name)
+        """A modest height: the panel and the trainer share the dock area with it."""
+        from qtpy.QtCore import QSize
+
+        return QSize(360, 400)
 
     # ------------------------------------------------------------------ the session
     def _edits(self) -> dict[str, QLineEdit]:
@@ -132,6 +169,8 @@ class SeparabilityWidget(QWidget):
 
     def _from_session(self, info: Any) -> None:
         edit = self._edits().get(info.signal.name)
+        if edit is None:
+            return
         try:
             if edit is not None and edit.text().strip() != info.args[0]:
                 edit.setText(info.args[0])
@@ -165,7 +204,11 @@ class SeparabilityWidget(QWidget):
         """Labels layers first (ground truth), then Points layers with a ``label`` feature."""
         from napari.layers import Labels, Points
 
-        masks = [ly for ly in self.viewer.layers if isinstance(ly, Labels)]
+        masks = [
+            ly
+            for ly in self.viewer.layers
+            if isinstance(ly, Labels) and common.OUTLINE_KEY not in ly.metadata
+        ]
         points = [
             ly
             for ly in self.viewer.layers
@@ -188,11 +231,19 @@ class SeparabilityWidget(QWidget):
 
         ``wait``: block (processing Qt events) until the result is shown; for scripts/tests.
         """
-        if self._worker is not None:
+        if self._worker is not None or self._pending:
             common.notify("warning", "PixelCAM separability: a computation is already running")
             return
+        if not self.session.is_warm(*NEEDS):  # torch, scikit-learn: loading in a worker
+            self._pending = True
+            self.compute_button.setEnabled(False)
+            self.progress.setRange(0, 0)
+            self.progress.setFormat("loading PyTorch and scikit-learn (first use)")
+            self.progress.setVisible(True)
+            if wait:
+                self.wait()
+            return
         try:
-            _import_heavy(self.session)
             spec = self._gather()
         except Exception as exc:  # InputError, or anything odd in a layer: never into Qt
             self._error(str(exc) or type(exc).__name__)
@@ -214,16 +265,22 @@ class SeparabilityWidget(QWidget):
         if wait:
             self.wait()
 
+    def _on_warmed(self) -> None:
+        if self._pending:
+            self._pending = False
+            self._on_finished()
+            self.compute()
+
     @property
     def busy(self) -> bool:
-        return self._worker is not None
+        return self._worker is not None or self._pending
 
     def wait(self, timeout: float = 300.0) -> None:
         """Process Qt events until the running computation ends (or ``timeout`` seconds)."""
         from qtpy.QtWidgets import QApplication
 
         t0 = time.monotonic()
-        while self._worker is not None and time.monotonic() - t0 < timeout:
+        while self.busy and time.monotonic() - t0 < timeout:
             QApplication.processEvents()
             time.sleep(0.01)
 
@@ -409,10 +466,10 @@ class SeparabilityWidget(QWidget):
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
 
-        self.figure = Figure(figsize=(6, 3.2), layout="constrained")
+        self.figure = Figure(figsize=(4.4, 2.4), layout="constrained")
         self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumWidth(460)
-        self.canvas.setFixedHeight(320)  # square plots: more height would only add margins
+        self.canvas.setMinimumWidth(260)
+        self.canvas.setFixedHeight(220)  # square plots: more height would only add margins
         self._layout.insertWidget(self._layout.indexOf(self.result_label) + 1, self.canvas)
 
     def _plot(self, results: dict[str, dict]) -> None:
@@ -461,6 +518,14 @@ class SeparabilityWidget(QWidget):
         for text in legend.get_texts():
             text.set_color(fg_text)
         self.canvas.draw_idle()
+        self._plot_into_view = True  # once the scroll area has grown around the plot
+
+    def _on_scroll_range(self, _low: int, high: int) -> None:
+        """The plot in view at once (the form above it fills a short dock)."""
+        if self._plot_into_view and high > 0:
+            self._plot_into_view = False
+            top = self.result_label.geometry().top()
+            self._scroll.verticalScrollBar().setValue(min(high, max(0, top - 4)))
 
     def _on_rectangle(self, key: str, press: Any, release: Any) -> None:
         if None in (press.xdata, press.ydata, release.xdata, release.ydata):
@@ -520,6 +585,9 @@ class _LayerCombo(QComboBox):
     def __init__(self, refresh: Any) -> None:
         super().__init__()
         self._refresh = refresh
+        # sized by a few characters, not by the longest layer name (the dock stays narrow)
+        self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.setMinimumContentsLength(10)
 
     def showPopup(self) -> None:  # noqa: N802 (Qt's name)
         self._refresh()
@@ -561,12 +629,3 @@ def _check_same_extent(image: Any, image_hw: np.ndarray, mask: Any, mask_hw: np.
             f"mask {mask.name!r} does not cover the same area as image {image.name!r} "
             "(different size, scale or translate): pick the image's own mask"
         )
-
-
-def _import_heavy(session: Any) -> None:
-    """torch and timm imported (by the session's catalogue worker; waited for here), then
-    scikit-learn and the embedding code, before the worker starts."""
-    session.catalogue_now()
-    import sklearn.manifold  # noqa: F401
-
-    import pixelcam.embedding  # noqa: F401

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from psygnal import Signal, SignalGroup
 
-from napari_pixelcam._common import SAMPLE_BASELINE, SAMPLE_PIXELCAM, SAMPLE_REFERENCES
+from napari_pixelcam._common import SAMPLE_BASELINE, SAMPLE_PIXELCAM, SAMPLE_REFERENCES, unwrap
 from pixelcam.errors import InputError
 
 if TYPE_CHECKING:
@@ -118,16 +118,6 @@ def phase_map(phase: str) -> str | None:
     return PHASES.get(phase).own_map if phase in PHASES else None
 
 
-def checkpoint_decoder(path: str | Path) -> str | None:
-    """The decoder role (``"negev"``, ``"unet"``) a checkpoint's json records, None for
-    none; raises ``OSError``/``ValueError`` when the json cannot be read."""
-    import json
-
-    info = json.loads(Path(path).with_suffix(".json").read_text(encoding="utf-8"))
-    config = info.get("config") if isinstance(info, dict) else None
-    return config.get("decoder") if isinstance(config, dict) else None
-
-
 @dataclass(frozen=True, eq=False)
 class Catalogue:
     """The choices read from registries whose modules import torch (so it is built in a
@@ -178,6 +168,48 @@ def build_catalogue() -> Catalogue:
     )
 
 
+#: what :meth:`Session.warm_up` imports and first-uses in a worker, after the catalogue
+#: (torch, timm): the seed sampler, the metrics, t-SNE, pandas and matplotlib (with a first
+#: Agg draw, which builds its font cache), so no view imports them on the GUI thread
+WARM_UP: tuple[str, ...] = (
+    "pixelcam.pseudo_labels", "pixelcam.metrics", "pixelcam.embedding", "pandas",
+    "skimage.transform", "sklearn.manifold", "matplotlib.figure", "matplotlib.ticker",
+    "matplotlib.widgets", "matplotlib.backends.backend_agg", "first matplotlib draw",
+    "first t-SNE",
+)  # fmt: skip
+
+
+def warm(name: str | Callable[[], Any]) -> None:
+    """Import a module by name, or run a callable; two names are first uses: ``"first
+    matplotlib draw"`` (an Agg figure with text) and ``"first t-SNE"`` (30 points)."""
+    import importlib
+
+    if callable(name):
+        name()
+    elif name == "first matplotlib draw":
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(2, 2), layout="constrained")
+        FigureCanvasAgg(fig)
+        ax = fig.subplots()
+        ax.plot([0, 1], [0, 1], "o-", label="a")
+        ax.scatter([0.5], [0.5], s=4)
+        ax.set_title("t")
+        ax.legend(fontsize=7)
+        fig.canvas.draw()
+    elif name == "first t-SNE":
+        import numpy as np
+        from sklearn.manifold import TSNE
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1):
+            x = np.random.default_rng(0).random((30, 4))
+            TSNE(perplexity=5.0, init="random", max_iter=250).fit_transform(x)
+    else:
+        importlib.import_module(name)
+
+
 # ---------------------------------------------------------------------- the rule
 @dataclass(frozen=True)
 class Selection:
@@ -188,6 +220,16 @@ class Selection:
     references: tuple[str, ...]
     device: str
     maps: tuple[str, ...]
+
+    @property
+    def classifier(self) -> str:
+        """The checkpoint whose prediction the panel shows (and whose class the
+        class-specific maps explain): the PixelCAM model, else the baseline model, else the
+        first reference model (NEGEV keeps its baseline's classifier); ``""``: none."""
+        for path in (self.pixelcam, self.baseline, *self.references):
+            if path:
+                return path
+        return ""
 
 
 def map_candidates(name: str, selection: Selection, catalogue: Catalogue) -> list[str]:
@@ -244,6 +286,8 @@ class SessionEvents(SignalGroup):
     image = Signal(object)
     catalogue = Signal(object)
     catalogue_failed = Signal(object)
+    warmed = Signal()
+    training_request = Signal(object)
 
 
 def _path_text(value: Any) -> str:
@@ -304,6 +348,11 @@ class Session:
         self._catalogue_started = False
         self._catalogue_done = threading.Event()
         self._ready = False
+        self._warm_seen: set[Any] = set()
+        self._warm_done: set[Any] = set()
+        self._warm_jobs = 0
+        #: the last "Train on my images" request (``{"data_root", "dataset"}``), or None
+        self.training_request: dict[str, str] | None = None
 
     # ------------------------------------------------------------------ choices
     def _set(self, name: str, value: Any) -> None:
@@ -371,37 +420,50 @@ class Session:
 
     @image.setter
     def image(self, layer: Any) -> None:
+        layer = unwrap(layer)  # napari's plugin proxies come and go: hold the layer
         if layer is self.image:
             return
         self._image = (lambda: None) if layer is None else weakref.ref(layer)
         self.events.image.emit(layer)
 
     def use_trained(self, path: str | Path, phase: str, teacher: str | Path | None = None) -> str:
-        """Put a trained checkpoint where its maps come from, and say where: a PixelCAM run
-        becomes the PixelCAM model (its ``teacher`` checkpoint, when given, the baseline
-        model) -> ``"pixelcam"``; a NEGEV or U-Net run joins the reference models (replacing
-        one of its kind; an unreadable one is dropped) and its map is selected ->
-        ``"references"``; a baseline run becomes the baseline model -> ``"baseline"``."""
+        """Make the panel show a trained run: EVERY model field is set from the run, so the
+        prediction and the maps shown are the trained model's, never a bundled one's.
+
+        - a PixelCAM run -> the PixelCAM model; its ``teacher`` checkpoint (else none) the
+          baseline model; no reference models -> ``"pixelcam"``;
+        - a NEGEV or U-Net run -> the only reference model, its ``teacher`` (NEGEV's frozen
+          baseline; a U-Net has none) the baseline model, no PixelCAM model, its map
+          selected -> ``"references"``;
+        - a baseline run -> the baseline model, no PixelCAM and no reference models ->
+          ``"baseline"``.
+
+        The selected maps keep those the new models give (the run's own map added; a
+        baseline run keeps the baseline maps, LayerCAM when none was selected)."""
         own = phase_map(phase)
-        catalogue = self.catalogue_now() if own else None
-        if catalogue is not None and own in catalogue.reference_maps:
-            keep = []
-            for ref in self.references:
-                try:
-                    if checkpoint_decoder(ref) != own:
-                        keep.append(ref)
-                except (OSError, ValueError):
-                    continue
-            self.references = [*keep, path]
-            self.maps = tuple(dict.fromkeys([*self.maps, own]))
+        catalogue = self.catalogue_now()
+        learns_from_teacher = phase in phases().where(needs_teacher=True)
+        base = _path_text(teacher) if teacher is not None and learns_from_teacher else ""
+        if own is not None and own in catalogue.reference_maps:
+            self.pixelcam, self.baseline, self.references = "", base, [path]
+            keep = [m for m in self.maps if m in catalogue.baseline_maps] if base else []
+            self.maps = tuple(dict.fromkeys([*keep, own]))
             return "references"
-        if catalogue is not None and own in catalogue.pixel_maps:
-            self.pixelcam = path
-            if teacher is not None:
-                self.baseline = teacher
+        if own is not None and own in catalogue.pixel_maps:
+            self.pixelcam, self.baseline, self.references = path, base, []
+            keep = [m for m in self.maps if m in catalogue.baseline_maps or m == own]
+            self.maps = tuple(dict.fromkeys([*keep, own]))
             return "pixelcam"
-        self.baseline = path
+        self.pixelcam, self.baseline, self.references = "", path, []
+        keep = [m for m in self.maps if m in catalogue.baseline_maps]
+        self.maps = tuple(keep or ("layercam",))
         return "baseline"
+
+    def request_training(self, folder: str | Path, dataset: str = "folder") -> None:
+        """Ask for a training on the user's images (the trainer dock prefills its form from
+        :attr:`training_request` and listens to ``events.training_request``)."""
+        self.training_request = {"data_root": str(folder), "dataset": dataset}
+        self.events.training_request.emit(self.training_request)
 
     def selection(self) -> Selection:
         """A snapshot of the choices, for a worker (main thread)."""
@@ -458,6 +520,42 @@ class Session:
     def _catalogue_failed(self, exc: BaseException) -> None:
         self._catalogue_error = exc
         self.events.catalogue_failed.emit(exc)
+
+    def warm_up(
+        self,
+        run_in_background: Callable[[Callable[[], Any], Callable, Callable], Any],
+        *extra: str | Callable[[], Any],
+    ) -> None:
+        """Import and first-use, in a worker, what the views will need (:data:`WARM_UP`,
+        then ``extra``: module names or callables), each once per session, after the
+        catalogue (torch). ``events.warmed`` fires when every started warm-up is done."""
+        todo = [w for w in (*WARM_UP, *extra) if w not in self._warm_seen]
+        if not todo:
+            return
+        self._warm_seen.update(todo)
+        self._warm_jobs += 1
+
+        def job() -> None:
+            self.catalogue_now()
+            for item in todo:
+                warm(item)
+                self._warm_done.add(item)
+
+        run_in_background(job, self._warmed, self._warm_failed)
+
+    def is_warm(self, *items: str | Callable[[], Any]) -> bool:
+        """Whether these warm-ups (default: all of :data:`WARM_UP`) are done."""
+        return all(i in self._warm_done for i in (items or WARM_UP))
+
+    def _warmed(self, _result: Any = None) -> None:
+        self._warm_jobs -= 1
+        if self._warm_jobs == 0:
+            self.events.warmed.emit()
+
+    def _warm_failed(self, exc: BaseException) -> None:
+        # nothing is lost: the view imports what it needs when it needs it
+        self._warm_done.update(self._warm_seen)
+        self._warmed()
 
     def catalogue_now(self, timeout: float | None = 600.0) -> Catalogue:
         """The catalogue, waiting for the worker reading it (or reading it here when no

@@ -11,8 +11,9 @@ The form's lists come from the library's registries, never written out here: dev
 phases at once (torch-free), datasets, backbones (suggestions: any timm name is accepted),
 heads, teacher maps and samplers when the viewer's session has read its catalogue (in a
 worker thread, :mod:`napari_pixelcam._session`); until then such a list shows its current
-value. Nothing heavy is imported on the GUI thread: matplotlib on the first curve, torch
-only in the session's worker and in the child. A finished run goes into the session
+value. Nothing heavy is imported or drawn on the GUI thread: matplotlib is imported by the
+session's warm-up worker and the curves are drawn with Agg in a worker, shown as a picture;
+torch only in the session's worker and in the child. A finished run goes into the session
 ("Load B-LOC into panel"), which the PixelCAM panel shows. Every failure becomes a napari
 notification.
 """
@@ -28,10 +29,11 @@ import sys
 import time
 import weakref
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qtpy.QtCore import QProcess, QProcessEnvironment, QTimer, Signal
+from qtpy.QtCore import QProcess, QProcessEnvironment, Qt, QTimer, Signal
 from qtpy.QtWidgets import (
     QApplication,
     QCheckBox,
@@ -49,12 +51,14 @@ from qtpy.QtWidgets import (
     QPushButton,
     QScrollArea,
     QSpinBox,
+    QTabWidget,
     QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
 from napari_pixelcam import _common as common
+from napari_pixelcam._reader import prefer_reader
 from napari_pixelcam._session import Catalogue, Choices, devices, phases, session_for
 from pixelcam.errors import InputError
 from pixelcam.fileio import pid_alive
@@ -362,8 +366,6 @@ def _fill(box: QComboBox, choices: Choices, default: str) -> None:
     """Refill a combo with registry entries (their helps as tooltips), keeping its value
     (an alias becomes its entry's name; an editable combo keeps any text; an unknown value
     of another combo becomes ``default``)."""
-    from qtpy.QtCore import Qt
-
     current = box.currentText().strip()
     box.blockSignals(True)
     try:
@@ -412,6 +414,7 @@ class TrainerWidget(QWidget):
         self.exit_code: int | None = None
         self.figure = None
         self.canvas = None
+        self._drawing = self._draw_again = False  # a worker draws the curves
         self._stdout_buf = ""
         self._stderr_buf = ""
         self._cancelled = False
@@ -430,27 +433,56 @@ class TrainerWidget(QWidget):
         if app is not None:
             app.aboutToQuit.connect(self._shutdown)
         self.session.events.catalogue.connect(self._on_catalogue)  # held weakly
+        self.session.events.training_request.connect(self.prefill)
         if self.session.catalogue is not None:
             self._on_catalogue()
         self.session.load_catalogue(common.in_worker)
+        # matplotlib imported, and a first figure drawn, in a worker (with the rest of
+        # the session's warm-up): a curve is then built here and drawn in a worker
+        self.session.warm_up(common.in_worker)
+        prefer_reader()  # File > Open of a PNG/TIFF no longer asks which reader
+        if self.session.training_request:
+            self.prefill(self.session.training_request)
 
     # ------------------------------------------------------------------ layout
     def _build_ui(self) -> None:
+        """Buttons on top (always in view), then two tabs: the form (its groups in a
+        scroll area, advanced options folded) and the run (progress, live curves, log), so
+        the curves are in view while a run trains, without scrolling past the form."""
         self.fields = self._build_fields()
-        inner = QWidget()
-        lay = QVBoxLayout(inner)
+        form = QWidget()
+        form_layout = QVBoxLayout(form)
+        form_layout.setContentsMargins(2, 2, 2, 2)
         for w in self._build_groups():
-            lay.addWidget(w)
-        self._build_actions(lay)
-        lay.addStretch(1)
+            form_layout.addWidget(w)
+        form_layout.addStretch(1)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
-        scroll.setWidget(inner)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setWidget(form)
+        run = QWidget()
+        run_layout = QVBoxLayout(run)
+        run_layout.setContentsMargins(2, 2, 2, 2)
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(scroll)
-        self.setMinimumWidth(340)
+        self._build_actions(outer, run_layout)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(scroll, "Settings")
+        self.tabs.addTab(run, "Run")
+        outer.addWidget(self.tabs, 1)
+        self.setMinimumWidth(300)
+        self.setMinimumHeight(260)  # three docks share a 1000 px screen: none a strip
         self._connect_ui()
+
+    def showEvent(self, event: Any) -> None:  # noqa: N802 (Qt's name)
+        super().showEvent(event)
+        common.balance_docks(self)  # the docks share the dock area's height
+
+    def sizeHint(self) -> Any:  # noqa: N802 (Qt's name)
+        """Room for the buttons and the curves (the panel shares the dock area)."""
+        from qtpy.QtCore import QSize
+
+        return QSize(360, 460)
 
     def _choice_box(self, key: str) -> QComboBox:
         """A combo of a choice field: its registry's entries, or, for a catalogue field
@@ -540,10 +572,11 @@ class TrainerWidget(QWidget):
              ("", "positive_only"), ("workers", "num_workers"), ("", "amp")],
         )  # fmt: skip
         self.show_advanced = QCheckBox("advanced options")
+        self.show_advanced.setToolTip("input sizes, seed, lr schedule, workers, precision")
         return [data_box, model_box, self.pixelcam_box, train_box, self.show_advanced,
                 self.advanced_box]  # fmt: skip
 
-    def _build_actions(self, lay: QVBoxLayout) -> None:
+    def _build_actions(self, top: QVBoxLayout, run: QVBoxLayout) -> None:
         self.start_button = QPushButton("Start")
         self.cancel_button = QPushButton("Cancel")
         self.resume_button = QPushButton("Resume")
@@ -561,7 +594,7 @@ class TrainerWidget(QWidget):
         self.log_box = QPlainTextEdit()
         self.log_box.setReadOnly(True)
         self.log_box.setMaximumBlockCount(5000)
-        self.log_box.setMinimumHeight(110)
+        self.log_box.setMinimumHeight(40)
         self.curves_box = QWidget()
         self._curves_layout = QVBoxLayout(self.curves_box)
         self._curves_layout.setContentsMargins(0, 0, 0, 0)
@@ -570,10 +603,15 @@ class TrainerWidget(QWidget):
             row1.addWidget(b)
         for b in (self.load_loc_button, self.load_cl_button):
             row2.addWidget(b)
-        lay.addLayout(row1)
-        lay.addLayout(row2)
-        for w in (self.epoch_bar, self.step_bar, self.status, self.curves_box, self.log_box):
-            lay.addWidget(w)
+        top.addLayout(row1)
+        top.addLayout(row2)
+        top.addWidget(self.status)
+        bars = QHBoxLayout()
+        bars.addWidget(self.epoch_bar)
+        bars.addWidget(self.step_bar)
+        run.addLayout(bars)
+        run.addWidget(self.curves_box, 4)
+        run.addWidget(self.log_box, 1)
 
     def _connect_ui(self) -> None:
         f = self.fields
@@ -607,6 +645,23 @@ class TrainerWidget(QWidget):
         _set_row_visible(self._advanced_form, f["synthetic_size"], synthetic)
 
     # ------------------------------------------------------------------ settings
+    @_guarded
+    def prefill(self, request: Mapping[str, Any] | None = None) -> None:
+        """Fill the form for a training on the user's images ("Train on my images" in the
+        panel): their folder and format, a fresh output folder, the Settings tab shown."""
+        if not request or self.process is not None:
+            return
+        values = {k: v for k, v in request.items() if k in self.fields}
+        values.setdefault("phase", "baseline")
+        values["out"] = ""
+        self.set_settings(**values)
+        self._update_visibility()
+        self.tabs.setCurrentIndex(0)
+        self.status.setText(
+            f"set up for your images in {request.get('data_root')}: check the format and "
+            "folds, then Start (a baseline first; a PixelCAM run learns from it)"
+        )
+
     def settings(self) -> dict[str, Any]:
         """The form's values, typed (``fold`` None = 'none'; raises InputError on a bad lr)."""
         out: dict[str, Any] = {}
@@ -747,6 +802,7 @@ class TrainerWidget(QWidget):
         self.history.clear()
         self._launch(cmd, out)
         self._redraw()
+        self.tabs.setCurrentIndex(1)  # the run: progress and live curves
         return True
 
     @_guarded
@@ -769,6 +825,7 @@ class TrainerWidget(QWidget):
         seen = self.history if self.run_out == out else {}  # events of the first part
         self.history = {**seen, **{int(m["epoch"]): m for m in _read_history(out)}}
         self._launch(cmd, out)
+        self.tabs.setCurrentIndex(1)
         if self.history:  # where the first part stopped, until the child reports
             self.epoch_bar.setRange(0, max(int(s["epochs"]), max(self.history)))
             self.epoch_bar.setValue(max(self.history))
@@ -1020,62 +1077,54 @@ class TrainerWidget(QWidget):
 
     # ------------------------------------------------------------------ curves
     def _ensure_canvas(self) -> None:
+        """The curves' picture (a label): the figure is drawn in a worker, never on the
+        GUI thread (a draw of two axes takes hundreds of milliseconds on a small CPU)."""
         if self.canvas is not None:
             return
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
+        from qtpy.QtWidgets import QSizePolicy
 
         colors = common.theme_colors(self.viewer)
-        bg, fg = colors.foreground, colors.text
-        self.figure = Figure(figsize=(3.6, 3.8), dpi=100, facecolor=bg, layout="constrained")
-        self._fg, self._bg = fg, bg
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(330)
+        self._fg, self._bg = colors.text, colors.foreground
+        self.canvas = _Picture(self._redraw)
+        self.canvas.setMinimumHeight(120)
+        self.canvas.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Ignored)
+        self.canvas.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self._curves_layout.addWidget(self.canvas)
 
     def _redraw(self) -> None:
+        """Build the curves' figure (cheap) and draw it in a worker (:func:`rasterize`)."""
         if not self.history:
-            if self.figure is not None:  # a new run: no stale curves
-                self.figure.clear()
-                self.canvas.draw_idle()
+            if self.canvas is not None:  # a new run: no stale curves
+                self.canvas.clear()
+                self.figure = None
             return
         self._ensure_canvas()
-        from matplotlib.ticker import MaxNLocator
+        self.figure = curves_figure(self.history, self._fg, self._bg)
+        if self._drawing:
+            self._draw_again = True  # the newest figure is drawn when this one is done
+            return
+        self._drawing, self._draw_again = True, False
+        width = max(self.canvas.width(), 240)  # drawn at the size it is shown at
+        height = max(self.canvas.height(), 120)
+        job = partial(rasterize, self.figure, width, height)
+        common.in_worker(job, self._show_picture, self._picture_failed)
 
-        fig, fg, bg = self.figure, self._fg, self._bg
-        fig.clear()
-        ax_loss, ax_val = fig.subplots(2, 1, sharex=True)
-        epochs = sorted(self.history)
+    def _show_picture(self, picture: tuple[bytes, int, int]) -> None:
+        from qtpy.QtGui import QImage, QPixmap
 
-        def series(key: str) -> tuple[list[int], list[float]]:
-            pts = [(e, self.history[e].get(key)) for e in epochs]
-            pts = [(e, float(v)) for e, v in pts if isinstance(v, (int, float))]
-            return [e for e, _ in pts], [v for _, v in pts]
+        self._drawing = False
+        data, width, height = picture
+        try:
+            image = QImage(data, width, height, 4 * width, QImage.Format.Format_RGBA8888)
+            self.canvas.setPixmap(QPixmap.fromImage(image.copy()))
+        except RuntimeError:  # the dock was closed meanwhile
+            return
+        if self._draw_again:
+            self._redraw()
 
-        ax_loss.plot(*series("train_loss"), "o-", color="#f5a623", ms=3, label="train loss")
-        ax_val.plot(*series("valpx_pxap"), "o-", color="#4fc3f7", ms=3, label="valpx PxAP")
-        ax_val.plot(*series("valcl_acc"), "s--", color="#9ccc65", ms=3, label="valcl accuracy")
-        ax_loss.set_ylabel("train loss")
-        ax_val.set_ylabel("validation %")
-        ax_val.set_xlabel("epoch")
-        ax_val.xaxis.set_major_locator(MaxNLocator(integer=True))
-        legend = ax_val.legend(
-            loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=7, frameon=False
-        )
-        for text in legend.get_texts():
-            text.set_color(fg)
-        for ax in (ax_loss, ax_val):
-            ax.set_facecolor(bg)
-            ax.tick_params(colors=fg, labelsize=7)
-            ax.yaxis.label.set_color(fg)
-            ax.xaxis.label.set_color(fg)
-            ax.yaxis.label.set_fontsize(8)
-            ax.xaxis.label.set_fontsize(8)
-            ax.grid(True, alpha=0.2, color=fg)
-            for spine in ax.spines.values():
-                spine.set_color(fg)
-                spine.set_alpha(0.5)
-        self.canvas.draw_idle()
+    def _picture_failed(self, exc: BaseException) -> None:
+        self._drawing = False
+        self._log(f"could not draw the curves: {exc}")
 
     def curve_points(self) -> dict[str, list[tuple[float, float]]]:
         """The plotted points, by curve label (for checks and scripts)."""
@@ -1095,10 +1144,12 @@ class TrainerWidget(QWidget):
         """Put the run's ``which`` checkpoint into the session, which the PixelCAM panel
         shows (docking the panel if needed).
 
-        A PixelCAM run becomes the 'PixelCAM model' (and, when its teacher checkpoint
-        exists, the 'baseline model'); a baseline run the 'baseline model', whose maps the
-        panel computes beside the PixelCAM model's; a NEGEV or U-Net run joins the 'NEGEV /
-        U-Net models' (replacing one of the same kind) and its map is selected
+        EVERY model field is set from the run, so the prediction and the maps the panel
+        shows are the trained model's: a PixelCAM run becomes the 'PixelCAM model' (its
+        teacher checkpoint, when it exists, the 'baseline model'; no reference models); a
+        baseline run the 'baseline model' (no PixelCAM or reference model: its own head
+        gives the prediction); a NEGEV or U-Net run the only reference model (NEGEV's
+        teacher the baseline) and its map is selected
         (:meth:`~napari_pixelcam._session.Session.use_trained`).
         """
         out = self.output_folder()
@@ -1113,12 +1164,13 @@ class TrainerWidget(QWidget):
         label = common.RUN_CHECKPOINT_LABELS.get(which, which)
         where = self.session.use_trained(path, phase, teacher=_teacher_checkpoint(config))
         self.viewer.window.add_plugin_dock_widget(common.PLUGIN, common.PANEL_NAME)
+        others = "the other model fields set from this run (or emptied)"
         if where == "references":
-            message = f"{phase} {label} model {path} loaded into the panel"
+            message = f"{phase} {label} model {path} is the panel's only reference model; {others}"
         elif where == "pixelcam":
-            message = f"{label} model {path} loaded into the panel"
+            message = f"{label} model {path} is the panel's PixelCAM model; {others}"
         else:
-            message = f"baseline {label} model {path} loaded into the panel ('baseline model')"
+            message = f"baseline {label} model {path} is the panel's baseline model; {others}"
         common.notify("info", f"PixelCAM trainer: {message}")
         return path
 
@@ -1150,6 +1202,74 @@ def _teacher_checkpoint(config: Mapping[str, Any]) -> Path | None:
     if t.is_dir():
         t = t / f"{config.get('teacher_checkpoint') or common.BEST_LOC}.json"
     return t if t.is_file() else None
+
+
+class _Picture(QLabel):
+    """The curves' picture: drawn again (in a worker) at its new size when resized."""
+
+    def __init__(self, redraw: Callable[[], None]) -> None:
+        super().__init__()
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(250)
+        self._timer.timeout.connect(redraw)
+
+    def resizeEvent(self, event: Any) -> None:  # noqa: N802 (Qt's name)
+        super().resizeEvent(event)
+        if self.pixmap() is not None and not self.pixmap().isNull():
+            self._timer.start()
+
+
+def curves_figure(history: Mapping[int, Mapping[str, Any]], fg: str, bg: str) -> Any:
+    """The run's curves as a matplotlib figure (train loss; validation PxAP and accuracy),
+    not drawn yet."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=(3.4, 2.8), dpi=80, facecolor=bg, layout="constrained")
+    ax_loss, ax_val = fig.subplots(2, 1, sharex=True)
+    epochs = sorted(history)
+
+    def series(key: str) -> tuple[list[int], list[float]]:
+        pts = [(e, history[e].get(key)) for e in epochs]
+        pts = [(e, float(v)) for e, v in pts if isinstance(v, (int, float))]
+        return [e for e, _ in pts], [v for _, v in pts]
+
+    ax_loss.plot(*series("train_loss"), "o-", color="#f5a623", ms=3, label="train loss")
+    ax_val.plot(*series("valpx_pxap"), "o-", color="#4fc3f7", ms=3, label="valpx PxAP")
+    ax_val.plot(*series("valcl_acc"), "s--", color="#9ccc65", ms=3, label="valcl accuracy")
+    ax_loss.set_ylabel("train loss")
+    ax_val.set_ylabel("validation %")
+    ax_val.set_xlabel("epoch")
+    ax_val.xaxis.set_major_locator(MaxNLocator(integer=True))
+    legend = ax_val.legend(
+        loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=7, frameon=False
+    )
+    for text in legend.get_texts():
+        text.set_color(fg)
+    for ax in (ax_loss, ax_val):
+        ax.set_facecolor(bg)
+        ax.tick_params(colors=fg, labelsize=7)
+        for label in (ax.yaxis.label, ax.xaxis.label):
+            label.set_color(fg)
+            label.set_fontsize(8)
+        ax.grid(True, alpha=0.2, color=fg)
+        for spine in ax.spines.values():
+            spine.set_color(fg)
+            spine.set_alpha(0.5)
+    return fig
+
+
+def rasterize(fig: Any, width: int, height: int) -> tuple[bytes, int, int]:
+    """Draw a figure at ``width`` x ``height`` pixels with Agg (any thread: the figure is
+    not touched elsewhere meanwhile); returns its RGBA bytes and size."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig.set_size_inches(width / fig.dpi, height / fig.dpi)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    buffer = canvas.buffer_rgba()
+    return bytes(buffer), int(buffer.shape[1]), int(buffer.shape[0])
 
 
 def _summary(metrics: Mapping[str, Any]) -> str:

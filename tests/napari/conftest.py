@@ -10,6 +10,15 @@ import pytest
 PLUGIN = "napari-pixelcam"
 
 
+def pytest_configure(config) -> None:
+    """napari's settings in memory: the docks set the reader preference, and a test must
+    never write the user's napari settings file."""
+    from napari import settings
+
+    if getattr(settings, "_SETTINGS", None) is None:
+        settings.get_settings(path=None)
+
+
 @pytest.fixture
 def plugin_errors(monkeypatch) -> list[str]:
     """The texts of the plugin's error notifications (other kinds still reach napari)."""

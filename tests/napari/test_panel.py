@@ -35,10 +35,24 @@ def test_maps_become_aligned_layers_with_pxap(panel_and_viewer):
         assert layer.data.shape == image.data.shape[:2]
         assert 0.0 <= layer.data.min() <= layer.data.max() <= 1.0
         assert np.allclose(layer.scale, (0.5, 0.5)) and np.allclose(layer.translate, (10, 20))
-        assert layer.blending == "additive" and layer.metadata["pixelcam_method"] == method
+        # translucent, with a colormap whose low end is transparent (the tissue shows)
+        assert layer.blending == "translucent" and layer.metadata["pixelcam_method"] == method
+        assert layer.colormap.map(np.array([0.0]))[0, 3] == 0.0
+        assert layer.colormap.map(np.array([1.0]))[0, 3] > 0.8
+    # one map over the image (PixelCAM), its colour bar and outline with it
+    shown = [m for m in ("cam", "gradcampp", "layercam", "pixelcam")
+             if viewer.layers[f"{m} [synthetic malignant]"].visible]  # fmt: skip
+    assert shown == ["pixelcam"]
+    assert viewer.layers["pixelcam [synthetic malignant]"].colorbar.visible
+    assert viewer.layers["outline [synthetic malignant]"].visible
+    assert viewer.layers["synthetic malignant mask"].contour > 0  # the mask as an outline
     text = panel.result_label.value
-    assert text.startswith(("malignant", "benign")) and "PxAP" in text
+    assert text.startswith("demo model: ") and "PxAP (constant map " in text
     assert set(panel.last_result["pxap"]) == {"cam", "gradcampp", "layercam", "pixelcam"}
+    mask = viewer.layers["synthetic malignant mask"].data > 0
+    assert panel.last_result["constant_pxap"] == pytest.approx(100 * mask.mean(), abs=0.2)
+    assert not panel.last_result["demo_mismatch"]  # a generated tile: no demo notice
+    assert panel.demo_notice.native.isHidden()
     # the bundled PixelCAM model localizes the glands of the sample tile better than LayerCAM
     assert panel.last_result["pxap"]["pixelcam"] > panel.last_result["pxap"]["layercam"]
 
@@ -60,9 +74,10 @@ def test_negev_and_unet_maps_join_the_compare_view(panel_and_viewer):
     assert set(pxap) == {"layercam", "pixelcam", "negev", "unet"}
     assert pxap["unet"] > pxap["layercam"]  # full supervision beats the weak baseline here
     panel.grid.value = True
+    panel.wait()  # the panes are composed in a worker, shown one per event-loop turn
     assert viewer.grid.enabled
-    panes = [ly for ly in viewer.layers if "pixelcam_backdrop" in ly.metadata]
-    assert len(panes) == 4
+    titles = panel.view.titles()  # map layer -> its pane's title (and the image pane's)
+    assert len(titles) == 5 and titles["unet [synthetic malignant]"].startswith("U-Net · PxAP")
     # without reference files, asking for their maps is a clear error, not a crash
     panel.references.value = []
     panel.methods.value = ["pixelcam", "unet"]
@@ -75,23 +90,40 @@ def test_compare_grid_and_difference(panel_and_viewer):
     panel.methods.value = ["layercam", "pixelcam"]
     panel.run_maps(wait=True)
     panel.grid.value = True
-    assert viewer.grid.enabled and viewer.grid.stride == 2
-    names = [ly.name for ly in viewer.layers]
-    for method in ("layercam", "pixelcam"):  # each map sits right above its own backdrop
-        i = names.index(f"{method} [synthetic malignant]")
-        assert viewer.layers[i - 1].metadata.get("pixelcam_backdrop") == names[i]
-        assert viewer.layers[i].visible
+    panel.wait()  # the panes are composed in a worker, then shown one per event-loop turn
+    assert viewer.grid.enabled and viewer.grid.stride == 1
+    # one titled pane per map (and the image's, with the mask), the only visible layers,
+    # at the bottom of the list in pane order
+    titles = panel.view.titles()
+    assert titles == {
+        "synthetic malignant": titles["synthetic malignant"],
+        "layercam [synthetic malignant]": titles["layercam [synthetic malignant]"],
+        "pixelcam [synthetic malignant]": titles["pixelcam [synthetic malignant]"],
+    }
+    assert titles["layercam [synthetic malignant]"].startswith("LayerCAM · PxAP ")
+    assert titles["synthetic malignant"].startswith("synthetic malignant · constant map ")
+    visible = [ly.name for ly in viewer.layers if ly.visible]
+    assert visible == [ly.name for ly in viewer.layers][:3] == list(titles.values())
     assert panel.image_combo.choices == (viewer.layers["synthetic malignant"],)
     panel.grid.value = False
+    panel.wait()
     assert not viewer.grid.enabled
-    assert not any("pixelcam_backdrop" in ly.metadata for ly in viewer.layers)
-    panel.difference_map()
+    maps = [viewer.layers[f"{m} [synthetic malignant]"] for m in ("layercam", "pixelcam")]
+    assert [m.visible for m in maps] == [False, True]  # ONE map over the image
+    assert viewer.layers["synthetic malignant"].visible
+    assert not any(ly.visible for ly in panel.view.panes())
+    assert panel.difference_map() == "pixelcam - layercam [synthetic malignant]"
+    panel.wait()  # added, then shown, in the next event-loop turns
     diff = viewer.layers["pixelcam - layercam [synthetic malignant]"]
-    expected = (
-        viewer.layers["pixelcam [synthetic malignant]"].data
-        - viewer.layers["layercam [synthetic malignant]"].data
-    )
+    expected = maps[1].data - maps[0].data
     assert np.allclose(diff.data, expected) and diff.data.min() >= -1 and diff.data.max() <= 1
+    # drawn over the tissue (the image visible under it), transparent at zero
+    assert diff.visible and viewer.layers["synthetic malignant"].visible
+    assert diff.colormap.map(np.array([0.5]))[0, 3] == 0.0  # 0.5 of [-1, 1] = zero
+    assert not maps[1].visible
+    panel.grid.value = True  # the difference gets its pane, with the tissue under it
+    panel.wait()
+    assert panel.view.titles()["pixelcam - layercam [synthetic malignant]"] == "Difference"
     assert not errors
 
 
@@ -112,9 +144,11 @@ def test_sample_points_edit_save_and_reload(panel_and_viewer, tmp_path):
         pmap[rc[labels == 1, 0], rc[labels == 1, 1]].mean()
         > pmap[rc[labels == 0, 0], rc[labels == 0, 1]].mean()
     )
-    # the user adds a background point with napari's own tools, then saves
+    # the user adds a background point with napari's own tools (the panel's toggle gives
+    # new points their label), then saves
+    panel.new_points.value = "BG (b)"
     points.add([[5.0, 6.0]])
-    points.features.loc[len(points.data) - 1, "label"] = 0
+    assert int(points.features["label"].iloc[-1]) == 0
     out = panel.save_annotations(tmp_path / "tile.points.csv")
     ann = load_annotations(out)
     assert len(ann.points) == len(points.data)

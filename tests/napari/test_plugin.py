@@ -21,6 +21,8 @@ def test_manifest_is_valid_and_discovered():
     assert {w.display_name for w in manifest.contributions.widgets} >= {
         "PixelCAM",
         "PixelCAM trainer",
+        "PixelCAM separability",
+        "PixelCAM refine",
     }
     assert {s.key for s in manifest.contributions.sample_data} >= {"malignant", "benign", "ihc"}
 

@@ -325,17 +325,36 @@ def test_opening_the_docks_modules_imports_no_torch():
     assert "torch" not in loaded and "timm" not in loaded
 
 
-def test_use_trained_puts_a_run_where_its_maps_come_from(tmp_path):
+def test_use_trained_sets_every_model_field_from_the_run(tmp_path):
+    """Loading a trained run sets EVERY model field: nothing of the bundled models stays,
+    so the prediction and the maps shown are the trained model's."""
     if not all(p.exists() for p in _common.SAMPLE_REFERENCES):
         pytest.skip("no bundled reference models")
     negev, unet = (str(p) for p in _common.SAMPLE_REFERENCES)
-    s = Session(references=(negev, unet, str(tmp_path / "unreadable.json")), maps=("cam",))
+    s = Session(references=(negev, unet), maps=("cam", "pixelcam", "negev"))
     run = str(tmp_path / "best_loc.json")
-    assert s.use_trained(run, "baseline") == "baseline" and s.baseline == run
+    assert s.use_trained(run, "baseline") == "baseline"
+    assert (s.pixelcam, s.baseline, s.references) == ("", run, ())
+    assert s.maps == ("cam",) and s.selection().classifier == run
     teacher = str(tmp_path / "teacher.json")
     assert s.use_trained(run, "pixelcam", teacher=teacher) == "pixelcam"
-    assert (s.pixelcam, s.baseline) == (run, teacher)
-    new_unet = tmp_path / "unet" / "best_loc.json"
+    assert (s.pixelcam, s.baseline, s.references) == (run, teacher, ())
+    assert s.maps == ("cam", "pixelcam") and s.selection().classifier == run
+    assert s.use_trained(run, "pixelcam") == "pixelcam" and s.baseline == ""  # no teacher
+    new_unet = str(tmp_path / "unet" / "best_loc.json")
     assert s.use_trained(new_unet, "unet") == "references"
-    assert s.references == (negev, str(new_unet))  # the other U-Net and the unreadable go
-    assert s.maps == ("cam", "unet")
+    assert (s.pixelcam, s.baseline, s.references) == ("", "", (new_unet,))
+    assert s.maps == ("unet",) and s.selection().classifier == new_unet
+    new_negev = str(tmp_path / "negev" / "best_loc.json")
+    assert s.use_trained(new_negev, "negev", teacher=teacher) == "references"
+    assert (s.pixelcam, s.baseline, s.references) == ("", teacher, (new_negev,))
+    assert s.maps == ("negev",)
+
+
+def test_warm_up_runs_each_item_once_after_the_catalogue():
+    s = Session()
+    ran: list[str] = []
+    s.warm_up(lambda job, done, fail: done(job()), lambda: ran.append("x"))
+    assert s.catalogue is not None and ran == ["x"] and s.is_warm()
+    s.warm_up(lambda job, done, fail: done(job()))  # nothing left to do
+    assert ran == ["x"]

@@ -246,10 +246,15 @@ def test_train_cancel_resume_and_load_into_panel(dock, tmp_path, qtbot, monkeypa
     assert len(curves["valcl accuracy"]) == total + 1
     assert "finished" in notes[-1][1] and widget.load_loc_button.isEnabled()
 
-    # a baseline run's B-LOC goes to the panel's baseline model (docking the panel)
+    # a baseline run's B-LOC goes to the panel's baseline model (docking the panel), and
+    # EVERY other model field is emptied: nothing bundled predicts for it
     assert widget.load_into_panel("best_loc") == out / "best_loc.json"
     panel = viewer.window.dock_widgets["PixelCAM (napari-pixelcam)"]
     assert Path(panel.baseline.value) == out / "best_loc.json"
+    assert str(panel.checkpoint.value) in ("", ".") and list(panel.references.value) == []
+    assert panel.session.selection().classifier == str(out / "best_loc.json")
+    # its provenance, from its json and its run's config.json
+    assert "trained on synthetic (generated tiles, 64 px, 6 per class)" in panel.model_info.value
 
     # a PixelCAM run's B-LOC / B-CL go to the panel's PixelCAM model, its teacher's to the
     # baseline model (routing reads the run folder; the real phase 2 is tested in tests/train)
@@ -264,12 +269,13 @@ def test_train_cancel_resume_and_load_into_panel(dock, tmp_path, qtbot, monkeypa
     assert widget.load_into_panel("best_loc") == pix / "best_loc.json"
     assert Path(panel.checkpoint.value) == pix / "best_loc.json"
     assert Path(panel.baseline.value) == out / "best_cl.json"  # its teacher
+    assert list(panel.references.value) == []
     widget.load_into_panel("best_cl")
     assert Path(panel.checkpoint.value) == pix / "best_cl.json"
     assert notes[-1][0] == "info" and "B-CL" in notes[-1][1]
     assert widget.load_into_panel("last") is None and notes[-1][0] == "error"
 
-    # a U-Net run joins the reference models (replacing the bundled U-Net, keeping NEGEV)
+    # a U-Net run becomes the only reference model, no PixelCAM or baseline model stays,
     # and its map is selected (routing reads the run folder; training is in tests/train)
     from napari_pixelcam._common import SAMPLE_REFERENCES
 
@@ -281,11 +287,9 @@ def test_train_cancel_resume_and_load_into_panel(dock, tmp_path, qtbot, monkeypa
     widget.set_settings(out=str(unet))
     panel.references.value = [str(p) for p in SAMPLE_REFERENCES]
     assert widget.load_into_panel("best_loc") == unet / "best_loc.json"
-    assert [Path(p) for p in panel.references.value] == [
-        SAMPLE_REFERENCES[0],
-        unet / "best_loc.json",
-    ]
-    assert "unet" in panel.methods.value
+    assert [Path(p) for p in panel.references.value] == [unet / "best_loc.json"]
+    assert str(panel.checkpoint.value) in ("", ".") and str(panel.baseline.value) in ("", ".")
+    assert panel.methods.value == ["unet"]
 
     # an old run folder fills a fresh form
     fresh = TrainerWidget(viewer)
@@ -340,7 +344,7 @@ def test_form_lists_come_from_the_registries(make_napari_viewer, monkeypatch):
     assert items("phase") == PHASES.names() and items("device") == DEVICES.names()
     assert items("dataset") == ["synthetic"] and items("sampler") == ["probability"]
     widget.set_settings(dataset="glas", sampler="pb", backbone="test_resnet")
-    assert len(jobs) == 1  # one read per session
+    assert len(jobs) == 2  # one read per session, then the warm-up of the rest
     job, done = jobs[0]
     done(job())  # the worker's job, then its result on the main thread
     assert items("dataset") == DATASETS.names() and items("head") == IMAGE_HEADS.names()
