@@ -387,6 +387,18 @@ def print_tables(title: str, runs: list[dict[str, Any]], times: dict | None, als
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; torch's thread count is restored afterwards (``--threads``
+    would otherwise leak into a caller's process, e.g. the test suite)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        return _main(argv)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
 
