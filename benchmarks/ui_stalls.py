@@ -50,7 +50,8 @@ for i, seed in enumerate((12, 21)):
     image, mask = generate_tile(1, size=512, seed=seed)
     Image.fromarray(image).save(out / f"tile{i}.png")
     Image.fromarray((mask * 255).astype("uint8")).save(out / f"tile{i}_mask.png")
-np.save(out / "big.npy", generate_tile(1, size=(6000, 6000), seed=5)[0])
+side = int(sys.argv[2])
+np.save(out / "big.npy", generate_tile(1, size=(side, side), seed=5)[0])
 """
 
 
@@ -134,17 +135,20 @@ def wait_until(cond: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 class Bench:
-    def __init__(self, workdir: Path, blame: bool = False) -> None:
+    def __init__(
+        self, workdir: Path, blame: bool = False, viewer: Any = None, big_side: int = 6000
+    ) -> None:
         import napari
         import numpy as np
 
         self.workdir = workdir
         # the data is made in a child process: this one must import nothing of the library
         # before the first (cold) pass
-        subprocess.run([sys.executable, "-c", MAKE_DATA, str(workdir)], check=True)
+        subprocess.run([sys.executable, "-c", MAKE_DATA, str(workdir), str(big_side)], check=True)
         self.images = [workdir / f"tile{i}.png" for i in range(2)]
         self.big = np.load(workdir / "big.npy")
-        self.viewer = napari.Viewer(title="ui stalls")
+        self.big_side = big_side
+        self.viewer = viewer if viewer is not None else napari.Viewer(title="ui stalls")
         self.viewer.window.resize(1600, 1000)
         pump(1.0)
         self.beat = Heartbeat(blame)
@@ -242,8 +246,8 @@ class Bench:
         self.step("training start", p, lambda: self.train(p), self.trained, 600)
         self.step("pan the view (napari alone)", p, self.pan)
         self.trainer.wait(300)
-        self.step("open a 6000 px image", p, self.open_big)
-        self.step("6000 px image maps", p, self.big_maps, self.maps_done)
+        self.step(f"open a {self.big_side} px image", p, self.open_big)
+        self.step(f"{self.big_side} px image maps", p, self.big_maps, self.maps_done)
         self.viewer.layers.remove("big")
 
 

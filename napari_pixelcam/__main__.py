@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_run:
         _compute(panel, args)
     if args.screenshot is not None:
-        return _screenshot(viewer, args)
+        return _screenshot(viewer, panel, args)
     napari.run()
     return 0
 
@@ -149,10 +149,16 @@ def _compute(panel, args) -> None:
         panel.wait()  # grid panes and the difference come in the next event-loop turns
 
 
-def _screenshot(viewer, args) -> int:
+def _screenshot(viewer, panel, args) -> int:
+    import time
+
     from napari.qt.threading import WorkerBase
     from qtpy.QtWidgets import QApplication
 
+    session, t0 = panel.session, time.monotonic()
+    while not (session.ready and session.is_warm()) and time.monotonic() - t0 < 300:
+        QApplication.processEvents()  # the docks start their workers once drawn
+        time.sleep(0.02)
     WorkerBase.await_workers(300_000)  # e.g. the session's catalogue, read in a worker
     width, height = (int(v) for v in args.window.lower().split("x"))
     viewer.window.resize(width, height)

@@ -245,6 +245,27 @@ def in_turns(steps: Sequence[Callable[[], Any]], prefix: str = "PixelCAM") -> No
     QTimer.singleShot(0, run)
 
 
+#: the docks start their workers (torch's import holds Python's lock for long stretches)
+#: this long after they are built, so a dock is drawn and usable first
+WORKERS_AFTER_MS = 400
+
+
+def load_libraries(owner: Any, session: Any, *extra: Any) -> None:
+    """Read the session's catalogue and warm the libraries up, in workers, started
+    :data:`WORKERS_AFTER_MS` from now (each once per session; see the session) unless
+    ``owner`` (the dock's Qt widget) is gone by then."""
+    from qtpy.QtCore import QTimer
+
+    def start() -> None:
+        session.load_catalogue(in_worker)
+        session.warm_up(in_worker, *extra)
+
+    timer = QTimer(owner)
+    timer.setSingleShot(True)
+    timer.timeout.connect(start)
+    timer.start(WORKERS_AFTER_MS)
+
+
 def in_worker(
     job: Callable[[], Any],
     on_done: Callable[[Any], None],

@@ -77,6 +77,7 @@ class PixelCAMPanel(Container):
     def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__(labels=True)
         self._scroll = _scroll_area(Container.native.fget(self))
+        self._scroll._magic_widget = self  # napari finds the panel from its docked widget
         self.viewer = viewer
         self.session = session_for(viewer)
         self.view = MapView(viewer, self.session.catalogue)
@@ -97,8 +98,8 @@ class PixelCAMPanel(Container):
         at = self.index(self.run_button) + 1
         for i, widget in enumerate(self.live.widgets):
             self.insert(at + i, widget)
-        self.session.load_catalogue(common.in_worker)
-        self.session.warm_up(common.in_worker, prov.warm_demo_check)
+        common.load_libraries(self._scroll, self.session, prov.warm_demo_check)
+        _narrow(self)
         self._bind_keys()
         self._scroll.setMinimumWidth(320)
         prefer_reader()  # File > Open of a PNG/TIFF no longer asks which reader

@@ -100,14 +100,15 @@ def _read_one(path: Path) -> list[LayerData]:
         raise InputError(f"napari-pixelcam cannot read {path}")
     if _mask_base(path) is not None:
         return [_read_mask_layer(path)]
+    if path.suffix.lower() not in (".tif", ".tiff", ".svs"):
+        return _read_plain(path)  # no pyramid: the slide reader is not even imported
     from pixelcam.slide import is_pyramidal
 
     if is_pyramidal(path) or path.suffix.lower() == ".svs":
         return [_read_pyramid(path)]
-    if path.suffix.lower() in (".tif", ".tiff"):
-        as_map = _read_float_map(path)
-        if as_map is not None:
-            return [as_map]
+    as_map = _read_float_map(path)
+    if as_map is not None:
+        return [as_map]
     return _read_plain(path)
 
 

@@ -113,8 +113,7 @@ class SeparabilityWidget(QWidget):
         self.viewer.layers.events.inserted.connect(self._refresh)
         self.viewer.layers.events.removed.connect(self._refresh)
         self._refresh()
-        self.session.load_catalogue(common.in_worker)
-        self.session.warm_up(common.in_worker, "matplotlib.backends.backend_qtagg")
+        common.load_libraries(self, self.session, "matplotlib.backends.backend_qtagg")
         self.session.events.warmed.connect(self._on_warmed)
         prefer_reader()  # File > Open of a PNG/TIFF no longer asks which reader
 

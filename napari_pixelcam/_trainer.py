@@ -436,10 +436,9 @@ class TrainerWidget(QWidget):
         self.session.events.training_request.connect(self.prefill)
         if self.session.catalogue is not None:
             self._on_catalogue()
-        self.session.load_catalogue(common.in_worker)
-        # matplotlib imported, and a first figure drawn, in a worker (with the rest of
-        # the session's warm-up): a curve is then built here and drawn in a worker
-        self.session.warm_up(common.in_worker)
+        # the registries read, matplotlib imported and a first figure drawn, in workers
+        # (the session's warm-up): a curve is then built here and drawn in a worker
+        common.load_libraries(self, self.session)
         prefer_reader()  # File > Open of a PNG/TIFF no longer asks which reader
         if self.session.training_request:
             self.prefill(self.session.training_request)

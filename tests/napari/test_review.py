@@ -320,3 +320,32 @@ def test_the_plugin_reader_is_preferred_and_the_builtins_stay(make_napari_viewer
     assert [ly.name for ly in layers] == ["tile12", "tile12 mask"]  # with its mask
     builtin = viewer.open(str(png), plugin="napari")  # napari's own reader still there
     assert len(builtin) == 1 and builtin[0].data.shape[:2] == (256, 256)
+
+
+# ---------------------------------------------------------------------- the whole review
+def test_every_review_step_runs_in_the_real_window(make_napari_viewer, plugin_errors,
+                                                   tmp_path, monkeypatch):  # fmt: skip
+    """The steps ``benchmarks/ui_stalls.py`` times, driven the same way through the window
+    (buttons, the reader, the docks), checked for their results, not their timings."""
+    import importlib.util
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "ui_stalls.py"
+    spec = importlib.util.spec_from_file_location("ui_stalls", path)
+    ui_stalls = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ui_stalls)
+    viewer = make_napari_viewer(show=True)
+    bench = ui_stalls.Bench(tmp_path, viewer=viewer, big_side=2500)
+    bench.run_pass(1)
+    assert not plugin_errors, plugin_errors
+    steps = [row["step"] for row in bench.rows]
+    assert steps[0] == "dock PixelCAM" and steps[-1] == "2500 px image maps"
+    assert all(row["max_block_ms"] >= 0 for row in bench.rows)
+    layers = viewer.layers
+    for method in ("cam", "gradcampp", "layercam", "pixelcam", "negev", "unet"):
+        assert f"{method} [tile0]" in layers
+    assert "pixelcam - cam [tile0]" in layers and "seeds [tile0]" in layers
+    assert set(bench.sep.last_result) == {"baseline", "pixelcam"}
+    assert bench.trainer.history and bench.trainer.done_event is not None
+    big = layers["pixelcam [big]"]  # the 2500 px image: computed on a 1250 px copy
+    assert big.data.shape == (1250, 1250) and tuple(big.scale) == (2.0, 2.0)

@@ -188,8 +188,9 @@ def test_bad_input_becomes_a_notification_and_viewer_stays_usable(dock, qtbot, n
     bad_json = tmp_path / "bad.json"
     bad_json.write_text("{not json")
     widget.pixelcam_edit.setText(str(bad_json))
-    widget.compute()  # fails at once, on the main thread
-    assert not widget.busy and len(notes["error"]) == 1 and "bad.json" in notes["error"][0]
+    widget.compute()  # fails before any work (after the import warm-up, if still running)
+    qtbot.waitUntil(lambda: not widget.busy and bool(notes["error"]), timeout=30000)
+    assert len(notes["error"]) == 1 and "bad.json" in notes["error"][0]
 
     # a json that reads but weights that do not: fails inside the worker
     import shutil

@@ -322,7 +322,7 @@ def test_cancel_kills_a_child_that_ignores_sigint(dock, tmp_path, qtbot, monkeyp
     assert notes[-1][0] == "info" and "cancelled after epoch 0" in notes[-1][1]
 
 
-def test_form_lists_come_from_the_registries(make_napari_viewer, monkeypatch):
+def test_form_lists_come_from_the_registries(make_napari_viewer, monkeypatch, qtbot):
     """Devices and phases at once; datasets, backbones, heads, teacher maps and samplers
     once the session has read its catalogue (until then a list holds its value alone, and
     a value set meanwhile is kept, an alias becoming its entry's name)."""
@@ -344,6 +344,8 @@ def test_form_lists_come_from_the_registries(make_napari_viewer, monkeypatch):
     assert items("phase") == PHASES.names() and items("device") == DEVICES.names()
     assert items("dataset") == ["synthetic"] and items("sampler") == ["probability"]
     widget.set_settings(dataset="glas", sampler="pb", backbone="test_resnet")
+    qtbot.waitUntil(lambda: len(jobs) == 2)  # started once the dock is drawn
+    qtbot.wait(100)
     assert len(jobs) == 2  # one read per session, then the warm-up of the rest
     job, done = jobs[0]
     done(job())  # the worker's job, then its result on the main thread
