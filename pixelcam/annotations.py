@@ -74,7 +74,7 @@ MAX_SIDE = 2**31 - 1
 ANNOTATION_SUFFIXES: tuple[str, ...] = (".points.csv", ".points.json")
 
 _CSV_COLUMNS = ["image_id", "row", "col", "label", "source"]
-_CSV_HEADER = re.compile(r"^# pixelcam-annotations v(\d+) shape=(\d+),(\d+)\s*$")
+_CSV_HEADER = re.compile(r"^# pixelcam-annotations v(\d{1,9}) shape=(\d{1,9}),(\d{1,9})\s*$")
 _ANY_HEADER = re.compile(r"^# pixelcam-annotations\b")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".svs")

@@ -9,6 +9,13 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from hypothesis import settings as _hypothesis_settings
+
+# Property tests explore a fixed sequence of examples (derandomized): the suite gives the
+# same verdict on every run and machine; run with --hypothesis-profile=explore to search.
+_hypothesis_settings.register_profile("repeatable", derandomize=True, deadline=None)
+_hypothesis_settings.register_profile("explore", deadline=None)
+_hypothesis_settings.load_profile("repeatable")
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
