@@ -50,7 +50,6 @@ Typical use::
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 import time
 import zlib
@@ -67,6 +66,7 @@ from torch import nn
 
 from pixelcam.annotations import ANNOTATION_SUFFIXES, USER_SOURCE, AnnotationSet
 from pixelcam.errors import InputError
+from pixelcam.models.checkpoint import file_sha256
 from pixelcam.models.heads import LinearPixelHead
 from pixelcam.models.model import WSOLModel
 
@@ -301,14 +301,6 @@ class _Fixed:
 
 def _clone_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------
@@ -959,14 +951,14 @@ class Refiner:
             weights, json_path = checkpoint_paths(self.parent)
             parent = {
                 "checkpoint": str(json_path), "weights": str(weights),
-                "sha256": _sha256(weights) if weights.is_file() else None,
+                "sha256": file_sha256(weights) if weights.is_file() else None,
                 "phase": self.parent_meta.get("phase"),
                 "metrics": self.parent_meta.get("metrics"),
             }  # fmt: skip
         files = []
         for a in annotations:
             p = Path(a)
-            files.append({"path": str(p), "sha256": _sha256(p) if p.is_file() else None})
+            files.append({"path": str(p), "sha256": file_sha256(p) if p.is_file() else None})
         teacher = None
         if self.teacher is not None:
             teacher = {"checkpoint": str(self.teacher_path) if self.teacher_path else None}

@@ -62,7 +62,8 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MiB chunks (checkpoints and their provenance)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -113,7 +114,7 @@ def _write_pair(
     atomic_write(staged, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT}))
     doc["weights"] = {
         "file": weights_path.name,
-        "sha256": _sha256(staged),
+        "sha256": file_sha256(staged),
         "num_tensors": len(tensors),
     }
     prev = _previous(weights_path)
@@ -201,11 +202,11 @@ def _read_weights(path: str | os.PathLike[str], doc: dict[str, Any]) -> dict[str
     weights_path, json_path = checkpoint_paths(path)
     expected = doc["weights"].get("sha256")
     prev = _previous(weights_path)
-    if expected and prev.is_file() and _sha256(prev) == expected:
+    if expected and prev.is_file() and file_sha256(prev) == expected:
         weights_path = prev  # a save was killed before its json: the old pair is complete
     if not weights_path.is_file():
         raise CheckpointError(f"checkpoint weights not found: {weights_path}")
-    if expected and _sha256(weights_path) != expected:
+    if expected and file_sha256(weights_path) != expected:
         raise CheckpointError(
             f"checkpoint weights {weights_path} do not match {json_path.name} (SHA-256 differs: "
             "corrupt, truncated, or from another save)"
