@@ -280,3 +280,15 @@ def in_worker(
     worker.errored.connect(on_error)
     worker.start()
     return worker
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``; {} when it is missing, unreadable or not an object
+    (run folders are read while a child process may still be writing them)."""
+    import json
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

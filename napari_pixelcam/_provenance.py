@@ -26,13 +26,13 @@ Qt-free. Reading json is cheap (main thread); :func:`demo_mismatch` imports the 
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from napari_pixelcam import _common as common
 from napari_pixelcam._common import MODELS_DIR
 
 UNKNOWN = "unknown"
@@ -101,14 +101,6 @@ def _number(value: Any, fmt: str) -> str:
     return UNKNOWN
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _dataset(meta: dict[str, Any], run: dict[str, Any]) -> str:
     """The training data: the checkpoint's own record, else its run's ``config.json``."""
     name = meta.get("dataset") or run.get("dataset")
@@ -129,12 +121,12 @@ def _dataset(meta: dict[str, Any], run: dict[str, Any]) -> str:
 @functools.lru_cache(maxsize=64)
 def _provenance(path: str, stamp: tuple[int, int]) -> Provenance:
     json_path = Path(path).with_suffix(".json")
-    doc = _read_json(json_path)
+    doc = common.read_json(json_path)
     if not doc:
         return Provenance(path, error="no readable checkpoint json")
     meta = doc.get("meta") if isinstance(doc.get("meta"), dict) else {}
     config = doc.get("config") if isinstance(doc.get("config"), dict) else {}
-    run = _read_json(json_path.parent / "config.json")
+    run = common.read_json(json_path.parent / "config.json")
     metrics = meta.get("metrics") if isinstance(meta.get("metrics"), dict) else {}
     names = meta.get("class_names")
     names = tuple(str(n) for n in names) if isinstance(names, list) else ()

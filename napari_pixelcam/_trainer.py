@@ -746,7 +746,7 @@ class TrainerWidget(QWidget):
         if self.process is not None:
             return False
         folder = Path(out).expanduser() if out is not None else self.output_folder()
-        config = _read_json(folder / "config.json") if folder is not None else {}
+        config = common.read_json(folder / "config.json") if folder is not None else {}
         if not config:
             return False
         values = {k: v for k, v in config.items() if k in self.fields and k != "out"}
@@ -1158,7 +1158,7 @@ class TrainerWidget(QWidget):
                 "error", f"PixelCAM trainer: no {which} checkpoint in {out or '(no folder)'}"
             )
             return None
-        config = _read_json(out / "config.json")
+        config = common.read_json(out / "config.json")
         phase = str(config.get("phase") or "baseline")
         label = common.RUN_CHECKPOINT_LABELS.get(which, which)
         where = self.session.use_trained(path, phase, teacher=_teacher_checkpoint(config))
@@ -1175,12 +1175,6 @@ class TrainerWidget(QWidget):
 
 
 # ---------------------------------------------------------------------- helpers
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _read_history(out: Path) -> list[dict[str, Any]]:
