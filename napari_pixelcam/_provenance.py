@@ -113,8 +113,8 @@ def _dataset(meta: dict[str, Any], run: dict[str, Any]) -> str:
         size = run.get("synthetic_size")
         n = run.get("synthetic_n_per_class")
         text += f" (generated tiles, {size} px, {n} per class)" if size and n else ""
-    elif run.get("data_root"):
-        text += f" ({run['data_root']})"
+    elif meta.get("data_root") or run.get("data_root"):
+        text += f" ({meta.get('data_root') or run['data_root']})"
     return text
 
 
@@ -135,7 +135,7 @@ def _provenance(path: str, stamp: tuple[int, int]) -> Provenance:
     if backbone != UNKNOWN and any(head):
         backbone += " + " + " + ".join(str(h) for h in head if h)
     epoch = meta.get("epoch")
-    epochs = run.get("epochs")
+    epochs = meta.get("epochs") or run.get("epochs")
     epoch_text = _number(epoch, "{}") + (f" of {epochs}" if epoch is not None and epochs else "")
     demo = bool(meta.get("demo")) or Path(path).resolve().parent == MODELS_DIR
     return Provenance(

@@ -83,10 +83,23 @@ def get_reader(path: PathLike | Sequence[PathLike]) -> Callable[..., list[LayerD
 
 def read_paths(path: PathLike | Sequence[PathLike]) -> list[LayerData]:
     """Read one path or several into napari layer data (see the module docstring)."""
+    from pixelcam.errors import InputError
+
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     layers: list[LayerData] = []
+    failed: list[str] = []
     for p in paths:
-        layers.extend(_read_one(Path(p)))
+        try:
+            layers.extend(_read_one(Path(p)))
+        except InputError as exc:
+            if len(paths) == 1:
+                raise
+            failed.append(str(exc))
+    if failed and not layers:
+        raise InputError(f"none of the {len(paths)} files could be read: " + "; ".join(failed))
+    if failed:  # a dropped folder of files: one bad file must not lose the good ones
+        skipped = f"{len(failed)} of {len(paths)} files skipped: " + "; ".join(failed)
+        warnings.warn(skipped, stacklevel=2)
     return layers
 
 

@@ -407,8 +407,12 @@ class _Saver:
                  class_names: Any) -> None:  # fmt: skip
         cfg = run.config
         self.run, self.model, self.optimizer = run, model, optimizer
+        # What the run trained on travels with every checkpoint, so a copied file still
+        # says it (the panel's provenance reads these before the run's config.json).
         self.meta = {"class_names": list(class_names), "phase": cfg.phase,
-                     "map_method": method, "eval_size": cfg.eval_size}  # fmt: skip
+                     "map_method": method, "eval_size": cfg.eval_size,
+                     "dataset": cfg.dataset, "data_root": str(cfg.data_root or ""),
+                     "epochs": cfg.epochs}  # fmt: skip
         self.tracker = BestLocTracker(
             run.out, {method: "best_loc"}, cfg.select_margin,
             guard=phase.trains_classifier, store="selection",

@@ -129,6 +129,23 @@ def test_corrupt_file_raises_an_error_naming_it(tmp_path, name, content):
         reader(str(path))
 
 
+def test_a_bad_file_in_a_dropped_list_loses_none_of_the_good_ones(tmp_path):
+    good = _png(tmp_path / "a.png", _rgb())
+    truncated = tmp_path / "b.png"
+    truncated.write_bytes(good.read_bytes()[:60])
+    nan_map = tmp_path / "m.tif"
+    values = np.full((8, 9), np.nan, np.float32)
+    values[2:4, 2:4] = 0.5
+    tifffile.imwrite(nan_map, values)
+    paths = [str(good), str(truncated), str(nan_map)]
+    with pytest.warns(UserWarning, match=r"1 of 3 files skipped: .*b\.png"):
+        layers = get_reader(paths)(paths)
+    assert [meta["name"] for _, meta, _ in layers] == ["a", "m"]
+    assert layers[1][1]["contrast_limits"] == (0.5, 1.5)  # NaN pixels do not poison limits
+    with pytest.raises(InputError, match="none of the 2 files"):
+        get_reader([str(truncated)] * 2)([str(truncated)] * 2)
+
+
 def test_glas_real_image_with_its_mask():
     image = GLAS / "train_1.png"
     if not image.is_file():

@@ -196,6 +196,13 @@ def test_provenance_comes_from_the_checkpoint_json(tmp_path):
     assert facts.dataset == "folder (/x)" and facts.epoch == "7 of 20"
     demo = prov.provenance(SAMPLE_PIXELCAM)
     assert demo.demo and demo.dataset.startswith("synthetic") and demo.val_pxap != "unknown"
+    # a checkpoint copied away from its run says what it was trained on by itself
+    doc["meta"].update(dataset="glas", data_root="/data/glas", epochs=30)
+    alone = tmp_path / "copied"
+    alone.mkdir()
+    (alone / "model.json").write_text(json.dumps(doc))
+    facts = prov.provenance(alone / "model.json")
+    assert facts.dataset == "glas (/data/glas)" and facts.epoch == "7 of 30"
 
 
 def test_bundled_models_say_they_are_demo_models():

@@ -102,6 +102,8 @@ def test_checkpoint_reloads_identically(runs):
     model, meta = load_checkpoint(pix.out / "last")
     model2, _ = load_checkpoint(pix.out / "last.safetensors")
     assert meta["class_names"] == ["benign", "malignant"] and meta["phase"] == "pixelcam"
+    # what it was trained on travels with the file (read by the panel's provenance)
+    assert meta["dataset"] == "synthetic" and meta["epochs"] == 10
     assert model.pixel_head is not None
     x = torch.randn(2, 3, 64, 64)
     with torch.inference_mode():
