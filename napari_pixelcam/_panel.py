@@ -41,6 +41,7 @@ from magicgui.widgets import (
 )
 
 from napari_pixelcam import _common as common
+from napari_pixelcam import _microns as microns
 from napari_pixelcam import _overlays as ov
 from napari_pixelcam import _provenance as prov
 from napari_pixelcam._compare import OUTLINE_KEY, MapView
@@ -98,7 +99,7 @@ class PixelCAMPanel(Container):
         at = self.index(self.run_button) + 1
         for i, widget in enumerate(self.live.widgets):
             self.insert(at + i, widget)
-        common.load_libraries(self._scroll, self.session, prov.warm_demo_check)
+        common.load_libraries(self._scroll, self.session, prov.warm_demo_check, viewer=viewer)
         _narrow(self)
         self._bind_keys()
         self._scroll.setMinimumWidth(320)
@@ -461,6 +462,7 @@ class PixelCAMPanel(Container):
         mismatch = facts.synthetic and prov.demo_mismatch(data)
         yield ("progress", 3, 4, "adding layers")
         info = {"scores": scores, "constant": constant, "facts": facts, "mismatch": mismatch}
+        info.update(microns.whole_image_info(layer, level_scale, meta))  # scale note, mpp
         return ("maps", layer, level_scale, maps, result, info)
 
     def _show_maps(self, layer, level_scale, maps, result, info) -> None:
@@ -475,6 +477,8 @@ class PixelCAMPanel(Container):
             name = f"{method} [{layer.name}]"
             meta = {common.MAP_KEY: method, "source": layer.name, "pxap": scores.get(method),
                     "constant_pxap": constant}  # fmt: skip
+            if info.get("mpp") is not None:
+                meta[microns.MPP_KEY] = info["mpp"]
             if name in self.viewer.layers:
                 old = self.viewer.layers[name]
                 old.data, old.metadata = m, meta
@@ -515,6 +519,8 @@ class PixelCAMPanel(Container):
             text += f" | PxAP (constant map {ref}): " + ", ".join(
                 f"{ov.display_name(k)} {v:.1f}" for k, v in scores.items()
             )
+        if info.get("scale"):
+            text += f" | {info['scale']}"
         self.result_label.value = text
         self.demo_notice.visible = self.train_button.visible = bool(mismatch)
         self.last_result = {

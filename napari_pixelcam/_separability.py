@@ -113,7 +113,9 @@ class SeparabilityWidget(QWidget):
         self.viewer.layers.events.inserted.connect(self._refresh)
         self.viewer.layers.events.removed.connect(self._refresh)
         self._refresh()
-        common.load_libraries(self, self.session, "matplotlib.backends.backend_qtagg")
+        common.load_libraries(
+            self, self.session, "matplotlib.backends.backend_qtagg", viewer=self.viewer
+        )
         self.session.events.warmed.connect(self._on_warmed)
         prefer_reader()  # File > Open of a PNG/TIFF no longer asks which reader
 

@@ -438,7 +438,7 @@ class TrainerWidget(QWidget):
             self._on_catalogue()
         # the registries read, matplotlib imported and a first figure drawn, in workers
         # (the session's warm-up): a curve is then built here and drawn in a worker
-        common.load_libraries(self, self.session)
+        common.load_libraries(self, self.session, viewer=self.viewer)
         prefer_reader()  # File > Open of a PNG/TIFF no longer asks which reader
         if self.session.training_request:
             self.prefill(self.session.training_request)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from napari_pixelcam import _common as common
 from napari_pixelcam import _overlays as ov
 from napari_pixelcam import _provenance as prov
 from napari_pixelcam._common import SAMPLE_BASELINE, SAMPLE_PIXELCAM, SAMPLE_REFERENCES
@@ -356,3 +357,22 @@ def test_every_review_step_runs_in_the_real_window(make_napari_viewer, plugin_er
     assert bench.trainer.history and bench.trainer.done_event is not None
     big = layers["pixelcam [big]"]  # the 2500 px image: computed on a 1250 px copy
     assert big.data.shape == (1250, 1250) and tuple(big.scale) == (2.0, 2.0)
+
+
+# ---------------------------------------------------------------------- stalls
+def test_imports_are_frozen_out_of_collections_and_closed_layers_are_freed(review, qtbot):
+    """napari collects garbage on every layer removal; after the warm-up the imported
+    objects are frozen (gc.freeze) so that costs ~0 ms, yet a layer that was open at
+    freeze time is still freed when closed, and closing the viewer unfreezes."""
+    import gc
+    import weakref
+
+    panel, viewer, _ = review
+    qtbot.waitUntil(lambda: panel.session.is_warm() and gc.get_freeze_count() > 0, timeout=120_000)
+    tissue = common.unwrap(viewer.layers[0])
+    gone = weakref.ref(tissue)
+    del tissue
+    viewer.layers.pop(0)
+    qtbot.waitUntil(lambda: gone() is None and gc.get_freeze_count() > 0, timeout=10_000)
+    viewer.close()  # the docks go with the window: nothing stays frozen
+    qtbot.waitUntil(lambda: gc.get_freeze_count() == 0, timeout=10_000)
