@@ -200,6 +200,7 @@ def _train(
         train_ds, config.skip_unreadable, lambda message: log.emit("log", message=message)
     )
     model = phase.build_model(train_ds.num_classes).to(run.device)
+    _record_architecture(config, model, out, dist)
     method = phase.map_method()
     _check_map(method, model)
     trainer = _Trainer(phase, run, model)
@@ -224,6 +225,15 @@ def _train(
         best_cl=str(out / "best_cl"), best_loc=str(out / "best_loc"),
     )  # fmt: skip
     return RunResult(out, config.epochs, history, out / "best_cl", out / "best_loc", out / "last")
+
+
+def _record_architecture(config: TrainConfig, model: Any, out: Path, dist: Distributed) -> None:
+    """A phase that starts from its teacher takes the teacher's backbone whatever
+    ``--backbone`` said: ``config.json`` records the one the run really trains."""
+    used = model.config.get("backbone")
+    if dist.is_main and used and used != config.backbone:
+        doc = {**config.to_dict(), "backbone": used}
+        atomic_write_text(out / "config.json", json.dumps(doc, indent=1))
 
 
 def _open_splits(
@@ -412,7 +422,7 @@ class _Saver:
         self.meta = {"class_names": list(class_names), "phase": cfg.phase,
                      "map_method": method, "eval_size": cfg.eval_size,
                      "dataset": cfg.dataset, "data_root": str(cfg.data_root or ""),
-                     "epochs": cfg.epochs}  # fmt: skip
+                     "epochs": cfg.epochs, "mpp": cfg.mpp}  # fmt: skip
         self.tracker = BestLocTracker(
             run.out, {method: "best_loc"}, cfg.select_margin,
             guard=phase.trains_classifier, store="selection",

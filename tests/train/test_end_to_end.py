@@ -129,6 +129,17 @@ def test_resume_continues_and_refuses_second_run(runs, tmp_path):
     assert [h["epoch"] for h in res.history] == [0, 1, 2]
 
 
+def test_a_run_from_a_teacher_records_the_teachers_backbone_and_resumes(runs, tmp_path):
+    root, base, _ = runs
+    tiny = {**TINY, "backbone": "resnet18"}  # what --backbone said; the teacher decides
+    cfg = TrainConfig(out=str(tmp_path / "p"), data_root=str(root / "data"), epochs=1,
+                      phase="pixelcam", teacher=str(base.out), **tiny)  # fmt: skip
+    train(cfg)
+    assert json.loads((tmp_path / "p" / "config.json").read_text())["backbone"] == "test_resnet"
+    res = train(TrainConfig(out=str(tmp_path / "p"), epochs=2), resume=True)
+    assert [h["epoch"] for h in res.history] == [0, 1, 2]
+
+
 def test_cli_evaluate_and_predict(runs, tmp_path, capsys):
     root, base, pix = runs
     out = tmp_path / "eval.json"
