@@ -81,6 +81,7 @@ class PixelCAMPanel(Container):
         self._scroll._magic_widget = self  # napari finds the panel from its docked widget
         self.viewer = viewer
         self.session = session_for(viewer)
+        microns.watch(viewer)  # maps, outlines, panes of an image in µm are in µm too
         self.view = MapView(viewer, self.session.catalogue)
         self.view.on_change = self._set_view_image
         self.points = PointEditor(on_label=self._show_point_label)

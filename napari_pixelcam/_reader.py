@@ -6,7 +6,12 @@
   layer ``<stem> mask`` (0/1).
 - A mask file itself (``*_anno.*``, ``*_mask.*``) opens as a Labels layer.
 - A pyramidal TIFF / OME-TIFF / SVS opens lazily as a multiscale Image layer (any SVS
-  file is read lazily, also without a pyramid).
+  file is read lazily, also without a pyramid), and so do the scanner formats OpenSlide
+  reads (MIRAX, NDPI, VMS, SCN, BIF, DICOM: :func:`pixelcam.slide.open_slide`).
+- A file that says its pixel size (:func:`pixelcam.slide.read_mpp`) opens in microns:
+  ``scale = (mpp_y, mpp_x)``, ``metadata["mpp"] = (mpp_x, mpp_y)``, the mask beside it with
+  the same scale, and units µm (napari's scale bar then reads µm;
+  :mod:`napari_pixelcam._microns`).
 - A float TIFF with one channel (a map, e.g. saved by this plugin's writer) opens as a
   float Image layer, with the scale stored in the file.
 - ``*.points.csv`` / ``*.points.json`` (:mod:`pixelcam.annotations`) open as a Points layer
@@ -24,9 +29,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from napari_pixelcam import _microns as microns
 from napari_pixelcam._common import COLORMAPS, POINT_COLORS, data_module
 
-IMAGE_EXTENSIONS: tuple[str, ...] = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".svs")
+PLAIN_EXTENSIONS: tuple[str, ...] = (".bmp", ".png", ".jpg", ".jpeg")
+#: the scanner formats read through OpenSlide (pixelcam.slide.OPENSLIDE_EXTENSIONS)
+SCANNER_EXTENSIONS: tuple[str, ...] = (
+    ".mrxs", ".ndpi", ".vms", ".vmu", ".scn", ".bif", ".dcm", ".svslide",
+)  # fmt: skip
+IMAGE_EXTENSIONS: tuple[str, ...] = (
+    *PLAIN_EXTENSIONS, ".tif", ".tiff", ".svs", *SCANNER_EXTENSIONS,
+)  # fmt: skip
 MASK_SUFFIXES: tuple[str, ...] = ("_anno", "_mask")
 
 LayerData = tuple[Any, dict, str]
@@ -38,7 +51,7 @@ PathLike = str | os.PathLike
 #: with Plugin, or the preference in napari's settings)
 PREFERRED_PATTERNS: tuple[str, ...] = (
     "*.points.csv", "*.points.json", "*.svs", "*.bmp", "*.png", "*.jpg", "*.jpeg",
-    "*.tif", "*.tiff",
+    "*.tif", "*.tiff", *(f"*{ext}" for ext in SCANNER_EXTENSIONS),
 )  # fmt: skip
 
 
@@ -113,11 +126,11 @@ def _read_one(path: Path) -> list[LayerData]:
         raise InputError(f"napari-pixelcam cannot read {path}")
     if _mask_base(path) is not None:
         return [_read_mask_layer(path)]
-    if path.suffix.lower() not in (".tif", ".tiff", ".svs"):
+    if path.suffix.lower() in PLAIN_EXTENSIONS:
         return _read_plain(path)  # no pyramid: the slide reader is not even imported
     from pixelcam.slide import is_pyramidal
 
-    if is_pyramidal(path) or path.suffix.lower() == ".svs":
+    if path.suffix.lower() in (".svs", *SCANNER_EXTENSIONS) or is_pyramidal(path):
         return [_read_pyramid(path)]
     as_map = _read_float_map(path)
     if as_map is not None:
@@ -138,12 +151,23 @@ def _image_meta(path: Path) -> dict:
     return {"path": str(path), "image_id": path.stem}
 
 
+def _in_microns(meta: dict, mpp: tuple[float, float] | None) -> dict:
+    """``meta`` with the layer's scale in µm when ``mpp`` ``(x, y)`` is known."""
+    if mpp is not None:
+        meta["scale"] = (mpp[1], mpp[0])
+        meta["units"] = ("um", "um")  # napari's scale bar then reads µm
+        meta.setdefault("metadata", {})[microns.MPP_KEY] = tuple(mpp)
+    return meta
+
+
 def _read_plain(path: Path) -> list[LayerData]:
+    from pixelcam.slide.mpp import read_mpp
+
     io = data_module("pixelcam.data.io")  # never torch on the GUI thread
     image = io.read_image(path)
-    layers: list[LayerData] = [
-        (image, {"name": path.stem, "rgb": True, "metadata": _image_meta(path)}, "image")
-    ]
+    meta = _in_microns({"name": path.stem, "rgb": True, "metadata": _image_meta(path)},
+                       read_mpp(path))  # fmt: skip
+    layers: list[LayerData] = [(image, meta, "image")]
     mask_path = find_mask(path)
     if mask_path is not None:
         from pixelcam.errors import InputError
@@ -154,6 +178,8 @@ def _read_plain(path: Path) -> list[LayerData]:
             warnings.warn(f"mask not loaded: {exc}", stacklevel=2)
         else:
             layers.append(_mask_layer(mask, path.stem, mask_path))
+            if "scale" in meta:  # the mask lies over its image
+                layers[-1][1].update(scale=meta["scale"], units=meta["units"])
     return layers
 
 
@@ -199,20 +225,23 @@ def _read_mask_layer(path: Path) -> LayerData:
 
 
 def _read_pyramid(path: Path) -> LayerData:
-    """A pyramid as a lazy multiscale layer (an SVS without pyramid: one lazy level)."""
+    """A pyramid as a lazy multiscale layer (an SVS without pyramid: one lazy level), in
+    microns when the slide says its pixel size."""
     import numpy as np
 
-    from pixelcam.slide import open_pyramid
+    from pixelcam.slide import open_slide
 
-    levels = open_pyramid(path)
+    slide = open_slide(path)
+    levels = slide.levels
     top = levels[0]
     rgb = top.ndim == 3 and top.shape[-1] in (3, 4)
     meta: dict[str, Any] = {
         "name": path.stem,
         "multiscale": len(levels) > 1,
         "rgb": rgb,
-        "metadata": {**_image_meta(path), "pyramid": True},
+        "metadata": {**_image_meta(path), "pyramid": True, "backend": slide.backend},
     }
+    _in_microns(meta, slide.mpp)
     if not (rgb and top.dtype == np.uint8):
         small = np.asarray(levels[-1])  # the smallest level: cheap, sets the contrast
         lo, hi = float(np.nanmin(small)), float(np.nanmax(small))
@@ -225,6 +254,9 @@ def _read_float_map(path: Path) -> LayerData | None:
     import numpy as np
     import tifffile
 
+    from pixelcam.slide.mpp import tiff_mpp
+    from pixelcam.slide.writer import stored_metadata
+
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0] if tif.series else None
@@ -233,12 +265,15 @@ def _read_float_map(path: Path) -> LayerData | None:
             if "S" in series.axes:
                 return None
             data = series.asarray()
-            stored = tif.shaped_metadata[0] if tif.shaped_metadata else {}
+            stored = stored_metadata(tif)
+            mpp = tiff_mpp(tif)
     except Exception:
         return None  # let read_image report a corrupt file with its own message
     data = np.squeeze(data)
     meta: dict[str, Any] = {"name": str(stored.get("name") or path.stem)}
     meta["metadata"] = _image_meta(path)
+    if data.ndim == 2:
+        _in_microns(meta, mpp)  # the stored scale (below) wins when there is one
     for key in ("scale", "translate"):
         value = stored.get(key)
         if isinstance(value, list) and len(value) == data.ndim:

@@ -35,6 +35,14 @@ pixels of the level on screen; each tile is resized to its model's input size (t
 checkpoint's ``eval_size``), so the side sets the scale the model sees: glands should look
 as large as in the training images (about 160 px for the bundled sample models).
 
+**Microns.** When the image says its pixel size (``metadata["mpp"]``, set by the reader) and
+the PixelCAM checkpoint records its training pixel size (``pixelcam train --mpp``), the tile
+side is in pixels at the model's scale: tiles are read from the level
+:func:`pixelcam.slide.mpp.choose_level` picks (the coarsest not coarser than the model),
+``tile / factor`` level pixels a side, whenever the view is at or finer than that level
+(:func:`napari_pixelcam._microns.live_plan`). Zoomed out past it, or with a pixel size
+unknown, tiles are read at the level on screen as before; the checkbox's text says which.
+
 **Models.** The maps, checkpoints and device are the viewer's session's
 (:mod:`napari_pixelcam._session`): each map comes from the checkpoint the session's rule
 (:func:`~napari_pixelcam._session.map_sources`) names, the one the panel uses too, loaded
@@ -52,6 +60,7 @@ import numpy as np
 from magicgui.widgets import CheckBox, SpinBox
 
 from napari_pixelcam import _common as common
+from napari_pixelcam import _microns as microns
 from napari_pixelcam._session import Selection, checkpoint_identity
 
 if TYPE_CHECKING:
@@ -135,6 +144,7 @@ class LiveMaps:
         self._timer = _single_shot(DEBOUNCE_MS, self.update_view)
         self._repaint = _single_shot(REDRAW_MS, self._redraw)
         self._closed = False
+        self._scale_note = ""  # the scale the tiles are read at (live_plan's note)
         self._connect()
         self._on_image(session.image)
 
@@ -284,9 +294,8 @@ class LiveMaps:
         view = self.visible_view(layer)
         if view is None:
             return
-        level, box = view
         levels, factors = _levels(layer)
-        tile, overlap = signature[-2:]
+        level, box, tile, overlap = self._at_model_scale(layer, levels, factors, view, selection)
         grid = TileGrid.from_shape(levels[level].shape, tile, overlap)
         keys = region_keys(grid, box)
         self._keys = set(keys)
@@ -300,7 +309,25 @@ class LiveMaps:
             self._again = True  # started again when the stale worker has stopped
             return
         if todo:
-            self._start(levels[level], level, box, selection, signature, len(keys), len(todo))
+            self._start(levels[level], level, box, selection, signature, len(keys), len(todo),
+                        sides=(tile, overlap))  # fmt: skip
+
+    def _at_model_scale(self, layer, levels, factors, view, selection) -> tuple:
+        """``(level, box, tile, overlap)`` to compute: the view's, or the model's level and
+        tile side in its pixels (:func:`napari_pixelcam._microns.live_plan`)."""
+        level, box = view
+        mpp = microns.layer_mpp(layer)
+        level_mpps = [] if mpp is None else [float(np.mean(mpp) * np.mean(f)) for f in factors]
+        model = microns.checkpoint_mpp(selection.classifier)
+        chosen, side, self._scale_note = microns.live_plan(level_mpps, level, model, self.tile)
+        if chosen != level:  # the box in the chosen level's pixels
+            ratio = np.asarray(factors[level], float) / np.asarray(factors[chosen], float)
+            shape = levels[chosen].shape
+            y0, y1, x0, x1 = box
+            y0, x0 = int(np.floor(y0 * ratio[0])), int(np.floor(x0 * ratio[1]))
+            y1 = min(int(np.ceil(y1 * ratio[0])), shape[0])
+            box = (y0, y1, x0, min(int(np.ceil(x1 * ratio[1])), shape[1]))
+        return chosen, box, side, side // 8
 
     def _show_canvas(self, layer, grid, level, keys, factor, maps) -> None:
         """A new canvas when the view moved to other tiles: cached tiles pasted at once."""
@@ -344,18 +371,23 @@ class LiveMaps:
             )  # fmt: skip
 
     def _show_count(self, done: int, total: int) -> None:
-        self.checkbox.text = f"{LIVE_TEXT}: {done}/{total} tiles"
+        unknown = " (pixel size unknown)" if "unknown" in self._scale_note else ""
+        self.checkbox.text = f"{LIVE_TEXT}: {done}/{total} tiles{unknown}"
+        self.checkbox.native.setToolTip(self._scale_note or LIVE_TEXT)
 
     # ------------------------------------------------------------------ the worker
-    def _start(self, level_data, level, box, selection, signature, n_region, n_todo) -> None:
+    def _start(self, level_data, level, box, selection, signature, n_region, n_todo,
+               sides) -> None:  # fmt: skip
         from napari.qt.threading import create_worker
 
         self.session.catalogue_now()  # torch imported (by the catalogue's worker) first
         skip = frozenset((r, c) for lv, r, c in self.cache if lv == level)
         run = {"level": level, "box": box, "region": n_region, "todo": n_todo, "computed": 0,
-               "quit": False, "started": time.perf_counter(), "first_tile_s": None}  # fmt: skip
+               "quit": False, "started": time.perf_counter(), "first_tile_s": None,
+               "tile": sides[0], "scale": self._scale_note}  # fmt: skip
         self.runs.append(run)
-        job = self._job(level_data, level, box, selection, signature, skip, len(self.runs) - 1)
+        job = self._job(level_data, level, box, selection, signature, skip, len(self.runs) - 1,
+                        sides)  # fmt: skip
         worker = create_worker(lambda: (yield from job), _start_thread=False, _ignore_errors=True)
         worker.yielded.connect(self._on_tile)
         worker.errored.connect(self._on_error)
@@ -364,11 +396,11 @@ class LiveMaps:
         self._working_on = (signature, level, box)
         worker.start()
 
-    def _job(self, level_data, level, box, selection, signature, skip, index):
+    def _job(self, level_data, level, box, selection, signature, skip, index, sides):
         """Worker-thread part: models, then the missing tiles of the view, one at a time."""
         from pixelcam.slide.region import iter_region_tiles
 
-        tile, overlap = signature[-2:]  # read on the main thread: no widget access here
+        tile, overlap = sides  # read on the main thread: no widget access here
         found = self.session.models_for(selection)  # the session's rule and cache
         models = {m: model for m, (model, _) in found.items()}
         inputs = {m: int(meta.get("eval_size", 224)) for m, (_, meta) in found.items()}

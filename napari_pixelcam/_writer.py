@@ -4,7 +4,10 @@ Maps (any non-RGB Image layer, e.g. a CAM) are written as zlib-compressed float3
 layer's scale goes into the TIFF resolution tags (pixels per unit: ``1 / scale``) and, with
 translate, name and colormap, into the JSON image description that this plugin's reader
 reads back. An RGB layer keeps its integer pixel type (converting a photograph to float32
-would only make it bigger).
+would only make it bigger). A layer in microns (``metadata["mpp"]``, set by the reader on
+images that say their pixel size and copied to their maps) is written as an OME-TIFF whose
+``PhysicalSizeX/Y`` (µm) and resolution tags (pixels per centimetre) carry it; the JSON then
+goes in the OME ``Description``.
 
 Points are written with :func:`pixelcam.annotations.save_annotations`. The layer must say
 which image it annotates and the label of each point:
@@ -83,6 +86,9 @@ def write_map(path: str, data: Any, meta: dict) -> list[str]:
         sy, sx = scale[-2:]
         kwargs["resolution"] = (1.0 / sx, 1.0 / sy)
         kwargs["resolutionunit"] = "NONE"
+    mpp = _layer_mpp(meta)
+    if mpp is not None and array.ndim == (3 if rgb else 2):
+        kwargs.update(_ome(description, mpp, "YXS" if rgb else "YX"))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -93,6 +99,35 @@ def write_map(path: str, data: Any, meta: dict) -> list[str]:
         Path(tmp).unlink(missing_ok=True)
         raise
     return [str(path)]
+
+
+def _layer_mpp(meta: dict) -> tuple[float, float] | None:
+    from napari_pixelcam._microns import MPP_KEY
+
+    value = (meta.get("metadata") or {}).get(MPP_KEY)
+    try:
+        x, y = (float(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+    return (x, y) if x > 0 and y > 0 else None
+
+
+def _ome(description: dict[str, Any], mpp: tuple[float, float], axes: str) -> dict[str, Any]:
+    """tifffile keywords of an OME-TIFF carrying the pixel size ``mpp`` ``(x, y)`` µm."""
+    import json
+
+    x, y = mpp
+    return {
+        "ome": True,
+        "metadata": {
+            "axes": axes, "Name": description.get("name", "map"),
+            "PhysicalSizeX": x, "PhysicalSizeXUnit": "µm",
+            "PhysicalSizeY": y, "PhysicalSizeYUnit": "µm",
+            "Description": json.dumps({**description, "mpp": [x, y]}),
+        },
+        "resolution": (1e4 / x, 1e4 / y),
+        "resolutionunit": "CENTIMETER",
+    }  # fmt: skip
 
 
 def _feature(features: Any, name: str) -> np.ndarray | None:

@@ -268,6 +268,14 @@ def _add_train(sub: Any) -> None:
     t.add_argument("--synthetic-n-per-class", type=_positive_int, default=40)
     t.add_argument("--synthetic-size", type=_input_size, default=256)
     t.add_argument(
+        "--mpp",
+        type=_float_in(0.0, 1000.0, strict=True),
+        default=None,
+        help="pixel size of the training images in micrometres per pixel (default: unknown); "
+        "recorded in every checkpoint so that predict and the napari live mode read slides "
+        "at this scale",
+    )
+    t.add_argument(
         "--skip-unreadable",
         action="store_true",
         help="leave unreadable training images out (with a warning and a count) instead of "
@@ -347,7 +355,20 @@ def _add_predict(sub: Any) -> None:
         default=0.05,
         help="tiles with a smaller tissue fraction are skipped (default: 0.05)",
     )
-    p.add_argument("--level", type=_int_in(0), default=0, help="pyramid level to read (default: 0)")
+    p.add_argument(
+        "--level",
+        type=_int_in(0),
+        default=None,
+        help="pyramid level to read (default: chosen by microns when the slide's and the "
+        "checkpoint's pixel sizes are known, else 0)",
+    )
+    p.add_argument(
+        "--mpp",
+        type=_float_in(0.0, 1000.0, strict=True),
+        default=None,
+        help="pixel size of the inputs in micrometres per pixel, for images whose files do "
+        "not carry one (default: read from the file)",
+    )
     p.add_argument(
         "--scheduler",
         type=_scheduler,
@@ -639,6 +660,7 @@ def _predict_files(args: argparse.Namespace, scheduler: Any) -> int:
     0, 1 when some inputs failed, 2 when none gave maps (as a bad single input)."""
     from pixelcam.device import resolve_device
     from pixelcam.models import load_checkpoint
+    from pixelcam.slide.mpp import model_mpp
 
     cluster = scheduler not in ("threads", "sync")
     # On a cluster --device names the workers' device; what runs here picks its own.
@@ -654,7 +676,7 @@ def _predict_files(args: argparse.Namespace, scheduler: Any) -> int:
         try:
             line = _predict_one(
                 model, path, out, base, methods, args, device=device, names=names,
-                tiled_device=tiled_device, scheduler=scheduler,
+                tiled_device=tiled_device, scheduler=scheduler, model_mpp=model_mpp(meta),
             )  # fmt: skip
         except InputError as exc:
             failed.append(path)
@@ -687,7 +709,7 @@ def _predict_one(
         check_image_side(shape, f"image {path}")
     targets = [out / base.parent / f"{base.name}_{m}.tif" for m in methods]
     existed = [t for t in targets if t.exists()]
-    if args.tile is not None or args.level != 0 or needs_tiling(path):
+    if args.tile is not None or args.level is not None or needs_tiling(path):
         line = _predict_tiled(model, path, out, base, methods, args, kw)
     else:
         line = _predict_image(model, path, targets, methods, args, kw)
@@ -701,6 +723,7 @@ def _predict_one(
 
 
 def _predict_tiled(model, path, out, base, methods, args, kw) -> str:  # noqa: ANN001
+    from pixelcam.slide.mpp import ScaleChoice
     from pixelcam.slide.predict import predict_slide
 
     folder = _output_folder(out / base.parent)
@@ -708,10 +731,18 @@ def _predict_tiled(model, path, out, base, methods, args, kw) -> str:  # noqa: A
         model, path, folder / f"{base.name}.tif", methods, level=args.level,
         tile=args.tile or 512, overlap=args.overlap, model_input=args.size,
         min_tissue=args.min_tissue, device=kw["tiled_device"], scheduler=kw["scheduler"],
+        mpp=args.mpp, model_mpp=kw["model_mpp"],
     )  # fmt: skip
+    scale = summary["scale"]
+    if scale["note"] is None:
+        level_mpp = sum(scale["level_mpp"]) / 2
+        plan = ScaleChoice(summary["level"], level_mpp, scale["factor"], scale["model_mpp"])
+        shown = f"{plan.describe()}, tiles of {scale['tile_read']} px"
+    else:
+        shown = scale["note"]
     return (
         f"{path}: {summary['tiles_processed']} of {summary['tiles_total']} tiles "
-        f"({summary['tiles_skipped']} background) in {summary['seconds']:.1f} s -> "
+        f"({summary['tiles_skipped']} background) in {summary['seconds']:.1f} s ({shown}) -> "
         + ", ".join(str(Path(p).relative_to(out)) for p in summary["outputs"].values())
     )
 
@@ -731,10 +762,26 @@ def _predict_image(model, path, targets, methods, args, kw) -> str:  # noqa: ANN
         data = np.ascontiguousarray(res.maps[m], dtype=np.float32)
         atomic_write(target, lambda tmp, a=data: tifffile.imwrite(tmp, a, compression="zlib"))
     shown = ", ".join(t.name if t.parent == Path(args.out) else str(t) for t in targets)
-    return f"{path}: {res.pred_name} ({100 * float(res.probs[res.pred]):.1f}%) -> {shown}"
+    return f"{path}: {res.pred_name} ({100 * float(res.probs[res.pred]):.1f}%) -> {shown}" + (
+        _whole_image_scale(path, args.mpp, kw["model_mpp"])
+    )
 
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".svs"}
+def _whole_image_scale(path: Path, given: float | None, model_mpp: float | None) -> str:
+    """The scale note of an image predicted whole (resized to --size as a whole: only the
+    tiled path rescales by microns)."""
+    from pixelcam.slide.mpp import format_mpp, read_mpp, scale_note
+
+    image_mpp = given if given is not None else read_mpp(path)
+    note = scale_note(image_mpp, model_mpp, "the whole image is resized to --size")
+    if note is None:
+        note = (f"image {format_mpp(image_mpp)}, model {format_mpp(model_mpp)}: predicted "
+                "whole; --tile N reads it at the model's scale")  # fmt: skip
+    return f" ({note})"
+
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".svs", ".mrxs", ".ndpi",
+                  ".vms", ".vmu", ".scn", ".bif", ".dcm", ".svslide"}  # fmt: skip
 
 
 def _collect_images(inputs: Sequence[str], out: Path | None = None) -> list[tuple[Path, PurePath]]:

@@ -8,7 +8,9 @@ json layout::
 
     {"format": "pixelcam-checkpoint", "format_version": 1,
      "config": {...build_model arguments...},
-     "meta": {...caller's meta: class names, metrics...},
+     "meta": {...caller's meta: class names, metrics, "mpp": training pixel size in
+              micrometres or null (absent before it was recorded: unknown; read with
+              pixelcam.slide.mpp.model_mpp, which imports no torch)...},
      "versions": {"pixelcam": ..., "torch": ..., "timm": ...},
      "weights": {"file": "<stem>.safetensors", "sha256": ..., "num_tensors": N}}
 """

@@ -1,4 +1,5 @@
-"""Whole-slide images: lazy reading of pyramidal TIFF, OME-TIFF and SVS files, tiled
+"""Whole-slide images: lazy reading of pyramidal TIFF, OME-TIFF and SVS files (and of the
+scanner formats through OpenSlide), pixel sizes in microns (:mod:`~pixelcam.slide.mpp`), tiled
 prediction with seam blending and tissue detection, and streamed pyramidal TIFF writing.
 
 Layers, each importing only those below it: :mod:`~pixelcam.slide.engine` (read tiles, run
@@ -10,6 +11,7 @@ them through a model, the :class:`TileRunner` interface and its :class:`LocalRun
 from __future__ import annotations
 
 from pixelcam.slide.engine import LocalRunner, TileRunner, read_tiles, run_batch
+from pixelcam.slide.mpp import ScaleChoice, choose_level, read_mpp
 from pixelcam.slide.predict import (
     LARGE_SIDE,
     SCHEDULERS,
@@ -17,7 +19,14 @@ from pixelcam.slide.predict import (
     output_paths,
     predict_slide,
 )
-from pixelcam.slide.reader import SLIDE_EXTENSIONS, is_pyramidal, open_pyramid
+from pixelcam.slide.reader import (
+    OPENSLIDE_EXTENSIONS,
+    SLIDE_EXTENSIONS,
+    Slide,
+    is_pyramidal,
+    open_pyramid,
+    open_slide,
+)
 from pixelcam.slide.tiling import (
     WINDOWS,
     StripBlender,
@@ -31,23 +40,29 @@ from pixelcam.slide.writer import PyramidWriter, downsample2, pyramid_shapes, wr
 
 __all__ = [
     "LARGE_SIDE",
+    "OPENSLIDE_EXTENSIONS",
     "SCHEDULERS",
     "SLIDE_EXTENSIONS",
     "WINDOWS",
     "LocalRunner",
     "TileRunner",
     "PyramidWriter",
+    "ScaleChoice",
+    "Slide",
     "StripBlender",
     "TileGrid",
     "batched",
     "blend_window",
+    "choose_level",
     "downsample2",
     "is_pyramidal",
     "needs_tiling",
     "open_pyramid",
+    "open_slide",
     "output_paths",
     "predict_slide",
     "pyramid_shapes",
+    "read_mpp",
     "read_thumbnail",
     "read_tiles",
     "run_batch",

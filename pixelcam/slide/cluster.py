@@ -210,9 +210,9 @@ def _worker_name() -> str:
 
 @functools.lru_cache(maxsize=4)
 def _open_level(path: str, level: int, mtime_ns: int, size: int) -> Any:
-    from pixelcam.slide.reader import open_pyramid
+    from pixelcam.slide.reader import open_slide
 
-    return open_pyramid(path)[level]
+    return open_slide(path).levels[level]
 
 
 def _read_slide_tiles(spec: _SlideTiles) -> np.ndarray:

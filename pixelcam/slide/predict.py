@@ -26,6 +26,15 @@ as above (:mod:`pixelcam.slide.cluster`: the model is sent once per worker, a sl
 read by the workers at the client's path, a few batches are in flight at a time).
 
 Maps are at the resolution of the level read: ``level=1`` of a 40x slide gives maps at 20x.
+
+**Microns.** With ``model_mpp`` (the checkpoint's training pixel size) and a slide whose
+pixel size is known (its metadata, or ``mpp``), the level is chosen by
+:func:`pixelcam.slide.mpp.choose_level` (the coarsest level not coarser than the model) and
+``tile``/``overlap`` are in pixels at the model's scale: a tile covers ``tile / factor``
+pixels of the level (``factor = level mpp / model mpp``), resized to ``model_input`` as
+before, so the model sees tissue at the pixel size it was trained at. When either pixel size
+is unknown the level is ``level`` (default 0) at its own scale, and the summary's
+``scale["note"]`` says so. Maps written with a known pixel size are OME-TIFFs carrying it.
 Class-specific maps (CAM, GradCAM++, LayerCAM...) explain each tile's own predicted class
 unless ``target`` is given; normalised maps (min-max per tile) are less comparable from one
 tile to the next than PixelCAM's probabilities, which the blending cannot fix.
@@ -61,15 +70,16 @@ LARGE_SIDE = 4096
 
 def needs_tiling(path: str | Path, max_side: int = LARGE_SIDE) -> bool:
     """Whether ``path`` should go through :func:`predict_slide` rather than one forward:
-    a pyramidal TIFF/SVS, any SVS, or an image with a side above ``max_side``.
+    a pyramidal TIFF/SVS, any SVS or scanner format (OpenSlide's), or an image with a side
+    above ``max_side``.
 
     Only the file's header is read. A file that cannot be read answers False (the plain
     reader then reports it).
     """
-    from pixelcam.slide.reader import is_pyramidal
+    from pixelcam.slide.reader import OPENSLIDE_EXTENSIONS, is_pyramidal
 
     path = Path(path)
-    if path.suffix.lower() == ".svs" or is_pyramidal(path):
+    if path.suffix.lower() in (".svs", *OPENSLIDE_EXTENSIONS) or is_pyramidal(path):
         return True
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
@@ -101,20 +111,23 @@ def output_paths(out_path: str | Path, methods: Sequence[str]) -> dict[str, Path
     return {m: out_path.with_name(f"{name}_{m}.tif") for m in methods}
 
 
-def _open_levels(source: Any) -> tuple[list[Any], str]:
-    from pixelcam.slide.reader import SLIDE_EXTENSIONS, open_pyramid
+def _open_levels(source: Any) -> tuple[list[Any], str, tuple[float, float] | None]:
+    """The levels of ``source``, its name and its pixel size ``(x, y)`` µm (or None)."""
+    from pixelcam.slide.mpp import read_mpp
+    from pixelcam.slide.reader import SLIDE_EXTENSIONS, open_slide
 
     if isinstance(source, (str, Path)):
         path = Path(source)
         if path.suffix.lower() in SLIDE_EXTENSIONS:
-            return open_pyramid(path), str(path)
+            slide = open_slide(path)
+            return slide.levels, str(path), slide.mpp
         from pixelcam.data.io import read_image
 
-        return [read_image(path)], str(path)  # a PNG/JPEG/BMP: decoded whole
+        return [read_image(path)], str(path), read_mpp(path)  # a PNG/JPEG/BMP: decoded whole
     if hasattr(source, "shape") and hasattr(source, "dtype"):
-        return [source], "array"
+        return [source], "array", None
     if isinstance(source, (list, tuple)) and source and all(hasattr(a, "shape") for a in source):
-        return list(source), "pyramid"
+        return list(source), "pyramid", None
     raise InputError(
         f"a slide must be a file path, an array or a list of pyramid levels, got "
         f"{type(source).__name__}"
@@ -153,7 +166,7 @@ def predict_slide(
     out_path: str | Path,
     methods: Sequence[str] = ("pixelcam",),
     *,
-    level: int = 0,
+    level: int | None = None,
     tile: int = 512,
     overlap: int = 64,
     model_input: int | None = 224,
@@ -165,13 +178,19 @@ def predict_slide(
     window: str = "hann",
     target: int | None = None,
     compression_level: int = 0,
+    mpp: float | Sequence[float] | None = None,
+    model_mpp: float | None = None,
 ) -> dict[str, Any]:
     """Maps of a whole slide as pyramidal float32 TIFFs ``<out_stem>_<method>.tif``.
 
     ``source``: a slide file (TIFF/OME-TIFF/SVS, read lazily; any other image file is
     decoded whole), an array ``(Y, X[, S])`` (numpy, dask...), or a list of pyramid levels.
-    ``level``: the level to read (maps come at its resolution). ``tile``/``overlap``: tile
-    side and overlap in pixels of that level. ``model_input``: side the tiles are resized
+    ``level``: the level to read (maps come at its resolution; None: chosen by microns when
+    both pixel sizes are known, else 0). ``tile``/``overlap``: tile side and overlap in
+    pixels of that level, or at the model's scale when both pixel sizes are known (module
+    docstring). ``mpp``: the slide's pixel size in µm (one number or ``(x, y)``), for files
+    that carry none or a wrong one; ``model_mpp``: the model's training pixel size (the
+    checkpoint's meta ``"mpp"``). ``model_input``: side the tiles are resized
     to (None: the tile size). ``min_tissue``: minimal tissue fraction of a processed tile
     (0 processes every tile). ``device``: where to run (the model is moved there; default:
     where the model is; on a cluster: the workers' device, default CUDA where a worker has
@@ -194,7 +213,9 @@ def predict_slide(
     ``seconds`` (wall time, everything included), ``tiles_per_s`` (processed tiles per
     second), ``model_seconds`` (preprocessing and :func:`compute_maps`),
     ``read_wait_seconds`` (waiting for tiles), ``tissue_seconds``, ``shape`` (of the maps),
-    ``level``, ``outputs`` (method -> path) and ``scheduler`` (``"threads"``, ``"sync"`` or
+    ``level``, ``scale`` (``model_mpp``, ``slide_mpp``, ``level_mpp``, ``factor``,
+    ``tile_read``: the tile side read in level pixels, ``note``: why the scale is not
+    matched, or None), ``outputs`` (method -> path) and ``scheduler`` (``"threads"``, ``"sync"`` or
     the address of the dask.distributed scheduler). On a cluster, ``model_seconds`` and
     ``read_seconds`` (tile reads) are summed over the workers' tasks, ``read_wait_seconds``
     is the client's time waiting for results, and ``workers``, ``threads`` (worker threads)
@@ -207,21 +228,26 @@ def predict_slide(
     scheduler = _check_scheduler(scheduler)
     _check_options(batch_size, model_input, min_tissue)
     insts = resolve_methods(model, list(methods))
-    levels, source_name = _open_levels(source)
+    levels, source_name, slide_mpp = _open_levels(source)
+    scale = _plan_scale(levels, level, _slide_mpp(mpp, slide_mpp), model_mpp, tile, overlap)
+    level = scale["level"]
+    if model_input is None and scale["factor"] != 1.0:
+        model_input = int(tile)  # the tile at the model's scale, not the level's pixels
     arr = _check_level(levels, level, source_name)
-    grid = TileGrid.from_shape(arr.shape, tile, overlap)
+    grid = TileGrid.from_shape(arr.shape, scale["tile_read"], scale["overlap_read"])
     runner = _make_runner(
         scheduler, model, insts, source, arr, int(level),
         model_input=model_input, device=device, target=target,
     )  # fmt: skip
     try:
         tissue_start = time.perf_counter()
-        keep = _tissue_tiles(levels, int(level), grid, tile, min_tissue, scheduler)
+        keep = _tissue_tiles(levels, int(level), grid, grid.tile_h, min_tissue, scheduler)
         tissue_seconds = time.perf_counter() - tissue_start
         jobs = [(r, c) for r, c in grid if keep[r, c]]
         paths = output_paths(out_path, [m.name for m in insts])
         meta = {"source": source_name, "level": int(level), "tile": grid.tile_h}
-        meta["overlap"] = overlap
+        meta["overlap"] = grid.overlap
+        meta["mpp"] = scale["level_mpp"]
         _blend_and_write(
             runner, grid, jobs, keep, paths, meta, batch_size=batch_size, window=window,
             compression_level=compression_level, progress=progress,
@@ -238,9 +264,64 @@ def predict_slide(
         "tissue_seconds": tissue_seconds,
         "shape": (grid.height, grid.width),
         "level": int(level),
+        "scale": {k: v for k, v in scale.items() if k not in ("level", "overlap_read")},
         "outputs": {n: str(p) for n, p in paths.items()},
         **runner.stats,  # model_seconds, read_wait_seconds, scheduler (+ the cluster's)
     }
+
+
+def _slide_mpp(
+    given: float | Sequence[float] | None, found: tuple[float, float] | None
+) -> tuple[float, float] | None:
+    """The caller's pixel size (``--mpp``) over the file's."""
+    from pixelcam.slide.mpp import check_mpp
+
+    if given is None:
+        return found
+    if isinstance(given, (int, float, str)):
+        value = check_mpp(given, "mpp")
+        return (value, value)
+    x, y = (check_mpp(v, "mpp") for v in given)
+    return (x, y)
+
+
+def _plan_scale(
+    levels: list[Any], level: int | None, slide_mpp: tuple[float, float] | None,
+    model_mpp: float | None, tile: int, overlap: int,
+) -> dict[str, Any]:  # fmt: skip
+    """The level to read, the tile and overlap in its pixels, and what was decided
+    (:func:`pixelcam.slide.mpp.choose_level`; the module docstring)."""
+    from pixelcam.slide.mpp import check_mpp, choose_level, scale_note
+
+    if model_mpp is not None:
+        model_mpp = check_mpp(model_mpp, "model mpp")
+    plan: dict[str, Any] = {"model_mpp": model_mpp, "slide_mpp": slide_mpp, "level_mpp": None,
+                            "factor": 1.0, "note": None}  # fmt: skip
+    if level is not None and not 0 <= int(level) < len(levels):  # _check_level names it
+        return {**plan, "level": int(level), "tile_read": tile, "overlap_read": overlap}
+    note = scale_note(slide_mpp, model_mpp, f"reading level {level or 0} at its own scale")
+    if note is not None:
+        plan["level"] = 0 if level is None else int(level)
+        if slide_mpp is not None:
+            plan["level_mpp"] = _level_mpp(levels, plan["level"], slide_mpp)
+        return {**plan, "note": note, "tile_read": tile, "overlap_read": overlap}
+    per_level = [float(np.mean(_level_mpp(levels, k, slide_mpp))) for k in range(len(levels))]
+    if level is None:
+        choice = choose_level(per_level, model_mpp)
+        level, factor = choice.level, choice.factor
+    else:
+        factor = per_level[int(level)] / model_mpp
+        factor = 1.0 if abs(factor - 1.0) <= 0.02 else factor
+    read = max(16, round(tile / factor))
+    plan.update(level=int(level), factor=factor, tile_read=read,
+                level_mpp=_level_mpp(levels, int(level), slide_mpp),
+                overlap_read=min(round(overlap / factor), read // 2))  # fmt: skip
+    return plan
+
+
+def _level_mpp(levels: list[Any], k: int, mpp: tuple[float, float]) -> tuple[float, float]:
+    top, this = levels[0].shape, levels[k].shape
+    return (mpp[0] * top[1] / this[1], mpp[1] * top[0] / this[0])
 
 
 def _check_options(batch_size: int, model_input: int | None, min_tissue: float) -> None:
@@ -320,6 +401,7 @@ def _blend_and_write(
             writers[name] = PyramidWriter(
                 paths[name], (grid.height, grid.width), np.float32,
                 metadata={**meta, "method": name}, compression_level=compression_level,
+                mpp=meta.get("mpp"),
             )  # fmt: skip
         results = runner.run([[grid.box(r, c) for r, c in batch] for batch in batches])
         with contextlib.closing(results):

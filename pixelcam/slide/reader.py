@@ -13,6 +13,13 @@ pages (an OME-TIFF channel per page, SVS focal planes).
 Tiles compressed with JPEG, JPEG 2000 (most SVS files), JPEG XR, WebP... need the
 ``imagecodecs`` package; :func:`open_pyramid` checks the codec before returning and raises an
 :class:`~pixelcam.errors.InputError` saying so.
+
+:func:`open_slide` is the one entry point of the panel, the live viewport and
+``pixelcam predict``: a :class:`Slide` (levels, pixel size, downsamples, backend). TIFF,
+OME-TIFF and SVS go through tifffile as above; the scanner formats of
+:data:`OPENSLIDE_EXTENSIONS` (MIRAX, Hamamatsu, Leica, Ventana, DICOM...) and any TIFF/SVS
+that tifffile cannot read or decode (JPEG tiles without imagecodecs...) go through OpenSlide
+(:mod:`pixelcam.slide.scanner`).
 """
 
 from __future__ import annotations
@@ -27,14 +34,25 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pixelcam.errors import InputError
+from pixelcam.slide.scanner import OPENSLIDE_EXTENSIONS
 
 if TYPE_CHECKING:
     import dask.array
 
-__all__ = ["SLIDE_EXTENSIONS", "is_pyramidal", "open_pyramid"]
+__all__ = [
+    "OPENSLIDE_EXTENSIONS",
+    "SLIDE_EXTENSIONS",
+    "TIFF_EXTENSIONS",
+    "Slide",
+    "is_pyramidal",
+    "open_pyramid",
+    "open_slide",
+]
 
+#: TIFF-based slides tifffile reads (OpenSlide when tifffile cannot).
+TIFF_EXTENSIONS: tuple[str, ...] = (".tif", ".tiff", ".svs")
 #: Extensions whose files may hold a pyramid (lower case, with the dot).
-SLIDE_EXTENSIONS: tuple[str, ...] = (".tif", ".tiff", ".svs")
+SLIDE_EXTENSIONS: tuple[str, ...] = TIFF_EXTENSIONS + OPENSLIDE_EXTENSIONS
 
 
 def _read_bytes(path: str, offset: int, count: int) -> bytes:
@@ -265,3 +283,83 @@ def is_pyramidal(path: str | Path) -> bool:
             return bool(tif.series) and len(tif.series[0].levels) > 1
     except Exception:
         return False
+
+
+@dataclass(frozen=True)
+class Slide:
+    """A slide opened by :func:`open_slide`.
+
+    ``levels``: lazy dask arrays, largest first (``(Y, X, 3)`` ``uint8`` from OpenSlide;
+    tifffile's own layout, :func:`open_pyramid`, otherwise). ``mpp``: ``(x, y)`` µm per
+    pixel of level 0, or None (:mod:`pixelcam.slide.mpp`). ``downsamples``: level-0 pixels
+    per pixel of each level (OpenSlide's, or the mean of the height and width ratios).
+    ``backend``: ``"tifffile"`` or ``"openslide"``. ``properties``: OpenSlide's properties
+    (empty for tifffile).
+    """
+
+    path: str
+    levels: list[Any]
+    mpp: tuple[float, float] | None
+    downsamples: tuple[float, ...]
+    backend: str
+    properties: dict[str, str]
+
+    def level_mpp(self, level: int) -> tuple[float, float] | None:
+        """``(x, y)`` µm per pixel of ``level`` (from the shape ratios), or None."""
+        if self.mpp is None:
+            return None
+        top, this = self.levels[0].shape, self.levels[level].shape
+        return (self.mpp[0] * top[1] / this[1], self.mpp[1] * top[0] / this[0])
+
+
+def _downsamples(levels: list[Any]) -> tuple[float, ...]:
+    top = levels[0].shape
+    return tuple((top[0] / lv.shape[0] + top[1] / lv.shape[1]) / 2 for lv in levels)
+
+
+def _tiff_slide(path: Path) -> Slide:
+    import tifffile
+
+    from pixelcam.slide.mpp import tiff_mpp
+
+    levels = open_pyramid(path)
+    try:
+        with tifffile.TiffFile(path) as tif:
+            mpp = tiff_mpp(tif)
+    except Exception:  # noqa: BLE001 - the levels were read: an odd tag only loses the size
+        mpp = None
+    return Slide(str(path), levels, mpp, _downsamples(levels), "tifffile", {})
+
+
+def _openslide_slide(path: Path) -> Slide:
+    from pixelcam.slide.mpp import openslide_mpp
+    from pixelcam.slide.scanner import open_openslide
+
+    info = open_openslide(path)
+    mpp = openslide_mpp(info.properties)
+    return Slide(str(path), info.levels, mpp, info.downsamples, "openslide", info.properties)
+
+
+def open_slide(path: str | Path, backend: str | None = None) -> Slide:
+    """The slide at ``path`` through tifffile when it can read it (TIFF, OME-TIFF, SVS),
+    else through OpenSlide (the scanner formats, and TIFF/SVS whose tiles tifffile cannot
+    decode). ``backend``: ``"tifffile"`` or ``"openslide"`` to use only that reader.
+    Raises :class:`~pixelcam.errors.InputError` naming the file, with both readers'
+    reasons when neither can read it."""
+    if backend not in (None, "tifffile", "openslide"):
+        raise InputError(f"backend must be 'tifffile' or 'openslide', got {backend!r}")
+    path = _check_path(path)
+    suffix = path.suffix.lower()
+    if backend == "openslide" or (backend is None and suffix in OPENSLIDE_EXTENSIONS):
+        return _openslide_slide(path)
+    if backend == "tifffile":
+        return _tiff_slide(path)
+    if suffix not in TIFF_EXTENSIONS:
+        raise InputError(f"not a slide file: {path} (slides are {', '.join(SLIDE_EXTENSIONS)})")
+    try:
+        return _tiff_slide(path)
+    except InputError as tiff_error:
+        try:
+            return _openslide_slide(path)
+        except InputError as os_error:
+            raise InputError(f"{tiff_error}; {os_error}") from tiff_error

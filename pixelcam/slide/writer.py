@@ -13,11 +13,17 @@ strips), and each strip is downsampled on the way into a raw temporary file, fro
 next level is written once the full resolution is done (then the next, and so on: each is a
 quarter of the one above). The file is written as ``<name>.part`` and renamed when
 complete, so a failed or interrupted write leaves no truncated TIFF behind.
+
+With a pixel size (``mpp``, µm) the file is an OME-TIFF: ``PhysicalSizeX/Y`` in µm on the
+image, the JSON metadata in its ``Description``, and every level's resolution tags in
+pixels per centimetre, so QuPath, Fiji, napari and :func:`pixelcam.slide.read_mpp` all see
+the size. :func:`stored_metadata` reads the JSON back from either layout.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import queue
@@ -32,7 +38,7 @@ import numpy as np
 
 from pixelcam.errors import InputError, PixelCAMError
 
-__all__ = ["PyramidWriter", "downsample2", "pyramid_shapes", "write_pyramid"]
+__all__ = ["PyramidWriter", "downsample2", "pyramid_shapes", "stored_metadata", "write_pyramid"]
 
 _END = object()
 _ABORT = object()
@@ -75,7 +81,8 @@ class PyramidWriter:
     one channel) or ``"rgb"`` (default for 3 channels); ``metadata``: a JSON-able dict stored
     with the image (tifffile's ``shaped_metadata``); ``compression_level``: zlib level of
     the tiles that are not constant (0 stores them: float maps shrink by only ~15 % at
-    level 1, for ~30x the time; constant tiles are always compressed); ``tmp_dir``: where the
+    level 1, for ~30x the time; constant tiles are always compressed); ``mpp``: ``(x, y)``
+    µm per pixel of the full resolution, or None (then a plain TIFF); ``tmp_dir``: where the
     temporary lower levels go (default: beside the output). Use as a context manager, or
     call :meth:`close` (or :meth:`abort` on failure) yourself.
     """
@@ -92,6 +99,7 @@ class PyramidWriter:
         metadata: dict[str, Any] | None = None,
         tmp_dir: str | Path | None = None,
         queue_strips: int = 2,
+        mpp: Sequence[float] | None = None,
     ) -> None:
         shape = tuple(int(s) for s in shape)
         if len(shape) not in (2, 3) or min(shape) < 1:
@@ -123,6 +131,7 @@ class PyramidWriter:
         if channels == 4 and photometric == "rgb":
             self._options["extrasamples"] = ("unassalpha",)
         self._metadata = dict(metadata or {})
+        self._mpp = None if mpp is None else (float(mpp[0]), float(mpp[1]))
         nbytes = sum(h * w for h, w in self.levels) * channels * self.dtype.itemsize
         self._bigtiff = nbytes > 2**31
         self._part = self.path.with_name(self.path.name + ".part")
@@ -236,13 +245,15 @@ class PyramidWriter:
 
         try:
             raws = [Path(self._tmp.name) / f"level{k}.raw" for k in range(len(self.levels))]
-            with tifffile.TiffWriter(self._part, bigtiff=self._bigtiff) as tw:
+            ome = self._mpp is not None
+            with tifffile.TiffWriter(self._part, bigtiff=self._bigtiff, ome=ome) as tw:
                 with open(raws[1], "wb") if len(self.levels) > 1 else _null() as nxt:
                     tw.write(
                         self._tiles(self._queued_strips(), 0, nxt),
                         shape=self.shape,
                         subifds=len(self.levels) - 1,
-                        metadata=self._metadata,
+                        metadata=self._ome_metadata() if ome else self._metadata,
+                        **self._resolution(0),
                         **self._options,
                     )
                 for k in range(1, len(self.levels)):
@@ -253,12 +264,32 @@ class PyramidWriter:
                             self._tiles(strips, k, nxt),
                             shape=self._level_shape(k),
                             subfiletype=1,
+                            **self._resolution(k),
                             **self._options,
                         )
                     raws[k].unlink()
         except BaseException as exc:  # reported to the caller by write_rows/close
             self._error = exc
             self._drain()
+
+    def _ome_metadata(self) -> dict[str, Any]:
+        """OME keywords of tifffile: the pixel size and the JSON metadata."""
+        x, y = self._mpp
+        return {
+            "axes": "YX" if len(self.shape) == 2 else "YXS",
+            "PhysicalSizeX": x, "PhysicalSizeXUnit": "µm",
+            "PhysicalSizeY": y, "PhysicalSizeYUnit": "µm",
+            "Description": json.dumps(self._metadata),
+        }  # fmt: skip
+
+    def _resolution(self, k: int) -> dict[str, Any]:
+        """Resolution tags of level ``k`` in pixels per centimetre (none without mpp)."""
+        if self._mpp is None:
+            return {}
+        h, w = self.levels[k]
+        x = self._mpp[0] * self.shape[1] / w
+        y = self._mpp[1] * self.shape[0] / h
+        return {"resolution": (1e4 / x, 1e4 / y), "resolutionunit": "CENTIMETER"}
 
     def _drain(self) -> None:
         """Empty the queue after a failure so that a blocked caller can go on and see it."""
@@ -364,3 +395,24 @@ def write_pyramid(
                 rows = rows.compute()
             writer.write_rows(np.asarray(rows))
     return Path(path)
+
+
+def stored_metadata(tif: Any) -> dict[str, Any]:
+    """The JSON metadata a :class:`PyramidWriter` (or the plugin's map writer) stored in an
+    open :class:`tifffile.TiffFile`: tifffile's ``shaped_metadata``, or the JSON in the
+    OME ``Description`` of an OME-TIFF; {} when there is none."""
+    if tif.shaped_metadata:
+        return dict(tif.shaped_metadata[0])
+    if not (tif.is_ome and tif.ome_metadata):
+        return {}
+    import html
+    import re
+
+    found = re.search(r"<(?:\w+:)?Description>(.*?)</(?:\w+:)?Description>", tif.ome_metadata, re.S)
+    if found is None:
+        return {}
+    try:
+        data = json.loads(html.unescape(found.group(1)))
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -36,6 +36,10 @@ class TrainConfig:
     :data:`~pixelcam.train.datasets.CHECK_LIMIT` images): an unreadable one stops the run
     there, naming it, or with ``skip_unreadable`` is left out with a warning and a count.
     Sizes, counts and thresholds follow :mod:`pixelcam.validation`.
+
+    ``mpp``: the pixel size of the training images in micrometres per pixel (None: unknown).
+    Every checkpoint records it (meta ``"mpp"``), so that inference on slides can read them
+    at the scale the model was trained at (:mod:`pixelcam.slide.mpp`).
     """
 
     out: str
@@ -89,6 +93,7 @@ class TrainConfig:
     smooth_sigma: float = 0.06
     decoder_width: int = 256
     skip_unreadable: bool = False
+    mpp: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> TrainConfig:
@@ -129,6 +134,8 @@ class TrainConfig:
             check_input_size(self.synthetic_size, "synthetic_size")
         except InputError as exc:
             raise bad(str(exc)) from None
+        if self.mpp is not None and not (math.isfinite(self.mpp) and 0 < self.mpp <= 1000):
+            raise bad(f"mpp must be a positive number of micrometres per pixel, got {self.mpp}")
         if not (self.lam >= 0 and self.lr > 0):
             raise bad(f"lam must be >= 0 and lr > 0 (got lam={self.lam}, lr={self.lr})")
         rates = {"momentum": self.momentum, "weight_decay": self.weight_decay,
