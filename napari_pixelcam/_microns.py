@@ -149,12 +149,12 @@ def whole_image_info(layer: Any, level_scale: Any, meta: dict | None) -> dict[st
     ``{"scale": note, "mpp": (x, y) or None}``. The whole image (or level) is resized to
     the model's input in one forward, as training resized whole images: the pixel sizes
     are reported, and the live mode is the one that reads tiles at the model's scale."""
-    from pixelcam.slide.mpp import format_mpp, model_mpp, scale_note
+    from pixelcam.slide.mpp import format_mpp, model_mpp
 
     mpp = derived_mpp(layer, level_scale)
     model = model_mpp(meta)
-    note = scale_note(mpp, model, "computed as before")
-    if note is None:
-        note = (f"image {format_mpp(mpp)}, model {format_mpp(model)}: whole image in one "
-                "forward (the live mode reads tiles at the model's scale)")  # fmt: skip
-    return {"scale": note, "mpp": mpp}
+    if mpp is None and model is None:  # a plain tile and a model without a size: nothing
+        return {"scale": "", "mpp": None}  # to match, and no line of noise on every result
+    sizes = [f"image {format_mpp(mpp) if mpp else 'size unknown'}",
+             f"model {format_mpp(model) if model else 'size unknown'}"]  # fmt: skip
+    return {"scale": ", ".join(sizes) + " (whole image in one forward)", "mpp": mpp}

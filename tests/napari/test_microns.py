@@ -120,7 +120,7 @@ def test_maps_copy_the_micron_scale_are_written_with_it_and_say_the_scale(
     assert np.allclose(layer.scale, image.scale) and microns.layer_mpp(layer) is not None
     assert microns.is_microns(layer) and microns.is_microns(image)
     # the bundled sample model records no pixel size: the panel says so
-    assert "pixel size of the model unknown" in panel.result_label.value
+    assert "image 0.5 µm/px, model size unknown" in panel.result_label.value
     (written,) = write_map(str(tmp_path / "map.tif"), layer.data, {
         "name": layer.name, "scale": tuple(layer.scale), "metadata": layer.metadata,
     })  # fmt: skip

@@ -267,6 +267,8 @@ def test_no_demo_notice_on_a_generated_tile(make_napari_viewer, plugin_errors, d
     assert not plugin_errors, plugin_errors
     assert not panel.last_result["demo_mismatch"] and panel.demo_notice.native.isHidden()
     assert panel.result_label.value.startswith("demo model: ")
+    # a plain tile and a model without a pixel size: no scale line on every result
+    assert "µm" not in panel.result_label.value and "unknown" not in panel.result_label.value
 
 
 def test_a_loaded_baseline_run_predicts_alone(review):
