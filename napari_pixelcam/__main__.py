@@ -56,6 +56,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--docks", action="store_true", help="also dock the trainer and the separability docks"
     )
+    p.add_argument(
+        "--regions",
+        action="store_true",
+        help="turn the shown map at the outline threshold into editable shapes (QuPath regions)",
+    )
     p.add_argument("--pixelcam", type=Path, help="PixelCAM checkpoint (default: the demo one)")
     p.add_argument("--baseline", type=Path, help="baseline checkpoint (default: the demo one)")
     p.add_argument(
@@ -145,6 +150,8 @@ def _compute(panel, args) -> None:
         panel.view.show(args.show)
     if args.grid:
         panel.grid.value = True
+    if args.regions:
+        panel.map_regions(wait=True)
     if args.screenshot is not None:
         panel.wait()  # grid panes and the difference come in the next event-loop turns
 

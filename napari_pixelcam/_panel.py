@@ -44,6 +44,7 @@ from napari_pixelcam import _common as common
 from napari_pixelcam import _microns as microns
 from napari_pixelcam import _overlays as ov
 from napari_pixelcam import _provenance as prov
+from napari_pixelcam import _regions
 from napari_pixelcam._compare import OUTLINE_KEY, MapView
 from napari_pixelcam._points import BG, FG, PointEditor, is_label_layer
 from napari_pixelcam._reader import prefer_reader
@@ -159,7 +160,7 @@ class PixelCAMPanel(Container):
                 _header("Maps"), self.methods, self.run_button, self.progress,
                 self.result_label,
                 _header("View"), self.shown_map, self.opacity, self.threshold, self.grid,
-                self.diff_button,
+                self.diff_button, self.regions_button,
                 _header("Points"), self.points_source, self.n_points, self.sampler,
                 self.sample_button, self.new_points, self.undo_button, self.save_button,
             ]
@@ -180,6 +181,7 @@ class PixelCAMPanel(Container):
         )
         self.grid = CheckBox(text="side by side (grid, titled panes)", value=False)
         self.diff_button = PushButton(text="Difference: PixelCAM - baseline")
+        self.regions_button = PushButton(text="Regions: shown map as editable shapes")
 
     def _build_point_widgets(self) -> None:
         self.points_source = ComboBox(label="points from", choices=self._map_layers)
@@ -204,6 +206,7 @@ class PixelCAMPanel(Container):
         self.run_button.changed.connect(lambda: self.run_maps())
         self.grid.changed.connect(self._toggle_grid)
         self.diff_button.changed.connect(lambda: self.difference_map())
+        self.regions_button.changed.connect(lambda: self.map_regions())
         self.sample_button.changed.connect(lambda: self.sample_points())
         self.save_button.changed.connect(lambda: self.save_annotations())
         self.undo_button.changed.connect(lambda: self.undo_point_edit())
@@ -573,6 +576,12 @@ class PixelCAMPanel(Container):
         if name is None:
             common.notify("error", "PixelCAM: compute a PixelCAM map and a baseline map first")
         return name
+
+    def map_regions(self, wait: bool = False) -> Any:
+        """The shown map at the outline threshold as an editable Shapes layer (QuPath
+        GeoJSON by File > Save Selected Layers): :mod:`napari_pixelcam._regions`."""
+        layer = self.view.layer(self.view.shown)
+        return _regions.add_map_regions(self.viewer, layer, self.threshold.value, wait=wait)
 
     # ------------------------------------------------------------------ training
     def train_on_my_images(self) -> Any:

@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    for add in (_add_train, _add_evaluate, _add_predict, _add_synth, _add_refine):
+    for add in (_add_train, _add_evaluate, _add_predict, _add_synth, _add_refine, _add_regions):
         add(sub)
     return parser
 
@@ -378,6 +378,7 @@ def _add_predict(sub: Any) -> None:
         "(tcp://host:8786): the model then runs on its workers, which must see the slide "
         "files at the same paths; --device is then the workers' device",
     )
+    _add_regions_args(p)
     p.set_defaults(func=cmd_predict)
 
 
@@ -713,6 +714,8 @@ def _predict_one(
         line = _predict_tiled(model, path, out, base, methods, args, kw)
     else:
         line = _predict_image(model, path, targets, methods, args, kw)
+    if args.regions:
+        line += _write_regions(path, targets, methods, args)
     if existed:
         print(
             "pixelcam predict: note: replaced existing "
@@ -848,6 +851,127 @@ def _unshared(bases: list[PurePath], instead: list[PurePath]) -> list[PurePath]:
     """``bases``, where one is shared (case-insensitively) by several inputs: ``instead``."""
     count = Counter(str(b).lower() for b in bases)
     return [b if count[str(b).lower()] == 1 else alt for b, alt in zip(bases, instead)]
+
+
+def _add_regions_args(p: argparse.ArgumentParser) -> None:
+    """``predict --regions geojson [--regions-threshold T]``."""
+    p.add_argument(
+        "--regions",
+        choices=["geojson"],
+        default=None,
+        help="also write the regions of each map (map >= --regions-threshold) as QuPath "
+        "GeoJSON, <stem>.<method>.geojson beside its TIFF, in level-0 pixel coordinates",
+    )
+    p.add_argument(
+        "--regions-threshold",
+        type=_float_in(0.0, 1.0),
+        default=0.5,
+        help="map value at and above which a pixel is in a region (default: 0.5)",
+    )
+
+
+def _level0_shape(path: Path) -> tuple[int, int] | None:
+    """The level-0 ``(H, W)`` of an input image or slide, from its header."""
+    from pixelcam.data.io import image_shape
+    from pixelcam.slide.reader import SLIDE_EXTENSIONS, open_pyramid
+
+    if path.suffix.lower() in SLIDE_EXTENSIONS:
+        with contextlib.suppress(PixelCAMError, OSError, ValueError):
+            return tuple(int(v) for v in open_pyramid(path)[0].shape[:2])  # type: ignore[return-value]
+    shape = image_shape(path)
+    return (int(shape[0]), int(shape[1])) if shape is not None else None
+
+
+def _write_regions(path: Path, targets: list[Path], methods: list[str], args: Any) -> str:
+    """Trace each written map in bands (flat memory) into ``<stem>.<method>.geojson``;
+    coordinates in the input's level-0 pixels, areas in µm^2 when its pixel size is known."""
+    from pixelcam.geojson import write_geojson
+    from pixelcam.regions import trace_bands
+    from pixelcam.slide.mpp import read_mpp
+    from pixelcam.slide.reader import open_pyramid
+
+    given = getattr(args, "mpp", None)
+    mpp_xy = (given, given) if given is not None else read_mpp(path)
+    mpp = sum(mpp_xy) / 2 if mpp_xy else None
+    full = _level0_shape(path)
+    written = []
+    for method, tif in zip(methods, targets):
+        values = open_pyramid(tif)[0]
+        shape = values.shape[:2]
+        scale = (full[0] / shape[0], full[1] / shape[1]) if full else 1.0
+        regions = trace_bands(values, args.regions_threshold, method=method, scale=scale, mpp=mpp)
+        target = tif.with_name(f"{tif.name.removesuffix(f'_{method}.tif')}.{method}.geojson")
+        write_geojson(target, regions)
+        written.append(target.name)
+    return " + regions " + ", ".join(written)
+
+
+def _add_regions(sub: Any) -> None:
+    """``pixelcam regions``."""
+    r = sub.add_parser(
+        "regions",
+        help="turn a QuPath GeoJSON into training data: a mask PNG and FG/BG points",
+        description="Read a QuPath GeoJSON export (annotations, detections, cells; Polygon, "
+        "MultiPolygon, Point, MultiPoint) for --image and write its polygons as a mask "
+        "(0/255 PNG, the folder dataset's masks/<class>/<stem>.png) and its points as "
+        "trusted annotations (<stem>.points.csv). Class names map to foreground "
+        "(Tumor, Positive, Foreground, unclassified...) or background (Stroma, Other, "
+        "Negative, Background, Ignore*); --labels overrides, e.g. Gland=fg,Lumen=bg.",
+    )
+    r.add_argument("geojson")
+    r.add_argument("--image", required=True, help="the image or slide the file annotates")
+    r.add_argument("--mask", help="write the polygons' mask PNG here")
+    r.add_argument("--points", help="write the points here (.csv or .json)")
+    r.add_argument(
+        "--downsample",
+        type=_float_in(1.0),
+        default=1.0,
+        help="level-0 pixels per mask pixel (default 1: a full-resolution mask)",
+    )
+    r.add_argument("--labels", default="", help="class=fg|bg,... overriding the default table")
+    r.set_defaults(func=cmd_regions)
+
+
+def _class_labels(text: str) -> dict[str, int]:
+    labels = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        name, _, value = item.rpartition("=")
+        if value.lower() not in ("fg", "bg", "1", "0") or not name:
+            raise InputError(f"--labels: expected class=fg or class=bg, got {item!r}")
+        labels[name.strip()] = int(value.lower() in ("fg", "1"))
+    return labels
+
+
+def cmd_regions(args: argparse.Namespace) -> int:
+    import warnings
+
+    from pixelcam.annotations import save_annotations
+    from pixelcam.geojson import rasterize, read_geojson, to_annotations, write_mask
+
+    if not (args.mask or args.points):
+        raise InputError("nothing to write: give --mask PATH and/or --points PATH")
+    image = Path(args.image)
+    shape = _level0_shape(image) if image.is_file() else None
+    if shape is None:
+        raise InputError(f"cannot read the size of the image {image}")
+    labels = _class_labels(args.labels)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        regions = read_geojson(args.geojson, shape)
+        if args.mask:
+            size = tuple(max(1, round(s / args.downsample)) for s in shape)
+            mask = rasterize(regions, size, downsample=args.downsample, labels=labels)
+            write_mask(args.mask, mask)
+            print(f"{args.mask}: {int(mask.sum())} foreground pixels of {mask.size}")
+        if args.points:
+            ann = to_annotations(regions, _stem(image.name), shape, labels=labels,
+                                 image_path=str(image))  # fmt: skip
+            save_annotations(args.points, ann)
+            fg = int(ann.labels().sum())
+            print(f"{args.points}: {fg} foreground, {len(ann.points) - fg} background points")
+    for w in caught:
+        print(f"pixelcam regions: warning: {w.message}", file=sys.stderr)
+    return 0
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
