@@ -48,3 +48,14 @@ def dock_panel(qtbot) -> Callable[[Any], Any]:
         return panel
 
     return dock
+
+
+@pytest.fixture(autouse=True)
+def no_worker_outlives_its_test():
+    """Wait, after each test (its viewer closed), for the napari workers it started (the
+    docks' warm-up, maps): a worker still running when the process ends makes Qt abort
+    after every test passed."""
+    yield
+    from napari.qt.threading import WorkerBase
+
+    WorkerBase.await_workers(120_000)
