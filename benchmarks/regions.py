@@ -71,7 +71,7 @@ def worker(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     n = sum(1 for _ in trace_bands(open_pyramid(tif)[0], args.threshold))
     trace_seconds = time.perf_counter() - t0
-    regions = read_geojson(out / f"{slide.stem}.pixelcam.geojson")
+    regions = read_geojson(out / f"{slide.stem}_pixelcam.geojson")
     count = _pixel_count(tif, args.threshold)
     area = float(sum(r.geometry.area for r in regions))
     print(json.dumps({
@@ -80,7 +80,7 @@ def worker(args: argparse.Namespace) -> None:
         "pixel_count": count, "polygon_area": area,
         "area_error_pct": round(100 * (area - count) / max(count, 1), 4),
         "area_px_sum": float(sum(r.area_px for r in regions)),
-        "geojson_mb": round((out / f"{slide.stem}.pixelcam.geojson").stat().st_size / 1e6, 2),
+        "geojson_mb": round((out / f"{slide.stem}_pixelcam.geojson").stat().st_size / 1e6, 2),
         "peak_rss_mb": round(peak_mb, 1),
     }))  # fmt: skip
 

@@ -860,7 +860,8 @@ def _add_regions_args(p: argparse.ArgumentParser) -> None:
         choices=["geojson"],
         default=None,
         help="also write the regions of each map (map >= --regions-threshold) as QuPath "
-        "GeoJSON, <stem>.<method>.geojson beside its TIFF, in level-0 pixel coordinates",
+        "GeoJSON, <stem>_<method>.geojson beside its <stem>_<method>.tif, in level-0 pixel "
+        "coordinates",
     )
     p.add_argument(
         "--regions-threshold",
@@ -883,7 +884,8 @@ def _level0_shape(path: Path) -> tuple[int, int] | None:
 
 
 def _write_regions(path: Path, targets: list[Path], methods: list[str], args: Any) -> str:
-    """Trace each written map in bands (flat memory) into ``<stem>.<method>.geojson``;
+    """Trace each written map in bands (flat memory) into ``<stem>_<method>.geojson``
+    (the TIFF's name);
     coordinates in the input's level-0 pixels, areas in µm^2 when its pixel size is known."""
     from pixelcam.geojson import write_geojson
     from pixelcam.regions import trace_bands
@@ -900,10 +902,20 @@ def _write_regions(path: Path, targets: list[Path], methods: list[str], args: An
         shape = values.shape[:2]
         scale = (full[0] / shape[0], full[1] / shape[1]) if full else 1.0
         regions = trace_bands(values, args.regions_threshold, method=method, scale=scale, mpp=mpp)
-        target = tif.with_name(f"{tif.name.removesuffix(f'_{method}.tif')}.{method}.geojson")
+        target = _geojson_beside(tif)
         write_geojson(target, regions)
         written.append(target.name)
     return " + regions " + ", ".join(written)
+
+
+def _geojson_beside(tif: Path) -> Path:
+    """``x_pixelcam.geojson`` for ``x_pixelcam.tif`` (or ``.tiff``, ``.ome.tif``)."""
+    name = tif.name
+    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return tif.with_name(name + ".geojson")
 
 
 def _add_regions(sub: Any) -> None:

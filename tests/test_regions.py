@@ -386,12 +386,12 @@ def test_cli_predict_writes_regions_beside_each_map(checkpoint, tmp_path, capsys
             "--device", "cpu", "--size", "64", "--methods", "pixelcam,cam",
             "--regions", "geojson", "--regions-threshold", "0.4"]  # fmt: skip
     assert main(args) == 0
-    assert "tile.pixelcam.geojson" in capsys.readouterr().out
+    assert "tile_pixelcam.geojson" in capsys.readouterr().out
     import tifffile
 
     for method in ("pixelcam", "cam"):
         values = tifffile.imread(out / f"tile_{method}.tif")
-        regions = read_geojson(out / f"tile.{method}.geojson", image_shape=values.shape)
+        regions = read_geojson(out / f"tile_{method}.geojson", image_shape=values.shape)
         assert sum(r.area_px for r in regions) == int((values >= 0.4).sum())
         assert all(r.geometry.is_valid and r.method == method for r in regions)
         assert all(r.threshold == 0.4 for r in regions)
@@ -411,7 +411,7 @@ def test_cli_predict_regions_of_a_slide_are_in_level0_pixels(checkpoint, tmp_pat
             "--device", "cpu", "--size", "32", "--tile", "128", "--overlap", "16",
             "--level", "1", "--min-tissue", "0", "--regions", "geojson"]  # fmt: skip
     assert main(args) == 0, capsys.readouterr().err
-    regions = read_geojson(out / "slide.pixelcam.geojson", image_shape=(512, 512))
+    regions = read_geojson(out / "slide_pixelcam.geojson", image_shape=(512, 512))
     from pixelcam.slide import open_pyramid
 
     values = np.asarray(open_pyramid(out / "slide_pixelcam.tif")[0])
