@@ -325,11 +325,20 @@ def freeze_after_warm_up(viewer: Any, session: Any, owner: Any) -> None:
             _FROZEN_LAYERS[key] = {id(unwrap(layer)) for layer in viewer.layers}
             gc.freeze()
 
+    def full_collections() -> int:
+        return gc.get_stats()[2]["collections"]
+
     def on_removed(event: Any) -> None:
         if id(unwrap(event.value)) in _FROZEN_LAYERS.get(key, ()):
-            gc.unfreeze()
+            gc.unfreeze()  # before napari's own collection of this removal: it frees it
             _FROZEN_LAYERS[key] = set()
-            QTimer.singleShot(0, lambda: (gc.collect(), freeze()))
+            before = full_collections()
+            QTimer.singleShot(0, lambda: refreeze(before))
+
+    def refreeze(before: int) -> None:
+        if full_collections() == before:  # napari did not collect (a batched removal)
+            gc.collect()
+        freeze()
 
     def release() -> None:
         if _FROZEN_LAYERS.pop(key, None) is not None:
