@@ -66,3 +66,23 @@ def test_train_output_stride_option_reaches_the_checkpoint_and_the_start_event(t
     start = json.loads((out / "events.jsonl").read_text().splitlines()[0])
     assert start["event"] == "start" and start["feature_size"] == [3, 3]
     assert "maps 3x3 at 48 px" in start["message"]
+
+
+def test_a_pixelcam_student_takes_a_finer_output_stride_than_its_teacher(tmp_path):
+    """The teacher trains at stride 32; ``--output-stride 16`` on the PixelCAM run gives the
+    student 2x finer pixel features, starting from the teacher's weights."""
+    import json
+
+    from pixelcam.cli import main
+
+    common = ["--backbone", "test_resnet", "--epochs", "1", "--synthetic-n-per-class", "6",
+              "--synthetic-size", "64", "--resize", "64", "--crop", "64", "--eval-size", "64",
+              "--batch-size", "4", "--data-root", str(tmp_path / "data")]  # fmt: skip
+    assert main(["train", "--out", str(tmp_path / "t"), "--output-stride", "32", *common]) == 0
+    argv = ["train", "--out", str(tmp_path / "p"), "--phase", "pixelcam", "--teacher",
+            str(tmp_path / "t"), "--output-stride", "16", "--json", *common]  # fmt: skip
+    assert main(argv) == 0
+    ckpt = json.loads((tmp_path / "p" / "last.json").read_text())
+    assert ckpt["config"]["timm_kwargs"]["output_stride"] == 16
+    start = json.loads((tmp_path / "p" / "events.jsonl").read_text().splitlines()[0])
+    assert start["feature_size"] == [4, 4]  # 64 px at stride 16 (the teacher's: 2x2)

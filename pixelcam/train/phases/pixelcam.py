@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pixelcam.train.phases import StepLoss, register_phase
+from pixelcam.train.phases import StepLoss, register_phase, stride_option
 from pixelcam.train.phases._seeded import SeededPhase
 from pixelcam.train.phases.baseline import image_loss
 
@@ -29,7 +29,11 @@ class PixelCAM(SeededPhase):
     misfit_message = "cannot initialise PixelCAM from {init}: weights do not fit"
 
     def build_model(self, num_classes: int) -> WSOLModel:
-        return self.from_teacher(num_classes, pixel_head=self.config.pixel_head)
+        # --output-stride, when given, refines the student's features below the teacher's
+        # (dilation changes no weight shape, so the teacher's weights still fit)
+        return self.from_teacher(
+            num_classes, pixel_head=self.config.pixel_head, **stride_option(self.config)
+        )
 
     def loss(
         self, output: ModelOutput, batch: dict[str, Any], images: torch.Tensor, run: Run
