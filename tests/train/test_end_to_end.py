@@ -70,12 +70,12 @@ def test_losses_fall(runs):
 
     first, last = first_last([h["train_loss"] for h in base.history[1:]])
     assert last < first - 0.05, base.history  # from scratch: a clear fall
-    first, last = first_last([h["train_loss"] for h in pix.history[1:]])
-    assert last < first, pix.history  # starts from the trained baseline (B-CL)
+    # PixelCAM starts from the trained baseline (B-CL): its total loss is dominated by the
+    # classifier's noisy CE (3 steps an epoch), so what must fall is the pixel head's
+    # partial CE on the seeds, from its first epoch (a new head) to the last three
     pixel = [h["train_pixel_loss"] for h in pix.history[1:]]
     assert all(p > 0 for p in pixel)
-    first, last = first_last(pixel)
-    assert last < first, pixel
+    assert np.mean(pixel[-3:]) < pixel[0] - 0.03, pixel
 
 
 def test_pixelcam_beats_its_teacher_on_generated_data(runs):
