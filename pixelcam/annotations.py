@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from pixelcam.errors import InputError
-from pixelcam.fileio import atomic_write_text
+from pixelcam.fileio import atomic_write_text, read_text_bounded
 
 __all__ = [
     "ANNOTATION_SUFFIXES",
@@ -288,19 +288,7 @@ def annotation_path_for(image_path: str | Path, suffix: str = ".csv") -> Path:
 
 
 def _read_text(path: Path) -> str:
-    if not path.is_file():
-        raise InputError(f"annotation file does not exist: {path}")
-    size = path.stat().st_size
-    if size > MAX_FILE_BYTES:
-        raise InputError(
-            f"annotation file {path} is {size} bytes, more than the limit {MAX_FILE_BYTES}"
-        )
-    try:
-        return path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"annotation file {path} is not UTF-8 text: {exc}") from exc
-    except OSError as exc:
-        raise InputError(f"cannot read the annotation file {path}: {exc}") from exc
+    return read_text_bounded(path, "annotation file", MAX_FILE_BYTES)
 
 
 def _number(text: str, name: str, where: str) -> float:

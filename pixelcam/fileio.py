@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from pixelcam.errors import PixelCAMError
+from pixelcam.errors import InputError, PixelCAMError
 
 #: The temporary files of :func:`atomic_write`: ``.<name>.<random>.tmp`` beside the target.
 TEMP_PREFIX, TEMP_SUFFIX = ".", ".tmp"
@@ -134,3 +134,22 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def read_text_bounded(path: str | os.PathLike[str], what: str, limit: int) -> str:
+    """The UTF-8 text of a small user file (annotations, GeoJSON), refused with one
+    :class:`~pixelcam.errors.InputError` line when missing, larger than ``limit`` bytes
+    (never read whole), not UTF-8 or unreadable. ``what`` names the file in messages."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{what} does not exist: {path}")
+    size = path.stat().st_size
+    if size > limit:
+        raise InputError(f"{what} {path} is {size} bytes, more than the limit {limit}")
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(limit + 1).decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{what} {path} is not UTF-8 text: {exc}") from exc
+    except OSError as exc:
+        raise InputError(f"cannot read the {what} {path}: {exc}") from exc

@@ -48,7 +48,7 @@ import numpy as np
 
 from pixelcam.annotations import BACKGROUND, FOREGROUND, AnnotationSet
 from pixelcam.errors import InputError
-from pixelcam.fileio import atomic_write, atomic_write_text
+from pixelcam.fileio import atomic_write, atomic_write_text, read_text_bounded
 
 __all__ = [
     "AREA_PX",
@@ -192,21 +192,7 @@ def write_geojson(path: str | Path, regions: Iterable[Region]) -> Path:
 
 
 def _read_json(path: Path) -> Any:
-    if not path.is_file():
-        raise InputError(f"GeoJSON file does not exist: {path}")
-    size = path.stat().st_size
-    if size > MAX_FILE_BYTES:
-        raise InputError(
-            f"GeoJSON file {path} is {size} bytes, more than the limit {MAX_FILE_BYTES}"
-        )
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read(MAX_FILE_BYTES + 1)
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"GeoJSON file {path} is not UTF-8 text: {exc}") from exc
-    except OSError as exc:
-        raise InputError(f"cannot read the GeoJSON file {path}: {exc}") from exc
+    text = read_text_bounded(path, "GeoJSON file", MAX_FILE_BYTES)
     try:
         return json.loads(text)
     except ValueError as exc:
