@@ -23,7 +23,6 @@ which image it annotates and the label of each point:
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -89,15 +88,9 @@ def write_map(path: str, data: Any, meta: dict) -> list[str]:
     mpp = _layer_mpp(meta)
     if mpp is not None and array.ndim == (3 if rgb else 2):
         kwargs.update(_ome(description, mpp, "YXS" if rgb else "YX"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        tifffile.imwrite(tmp, array, **kwargs)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from pixelcam.fileio import atomic_write  # no partial file; a plain write's mode
+
+    atomic_write(path, lambda tmp: tifffile.imwrite(tmp, array, **kwargs))
     return [str(path)]
 
 

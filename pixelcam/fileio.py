@@ -74,6 +74,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> 
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, _file_mode(path))  # mkstemp makes 0600: colleagues could not read it
         os.replace(tmp, path)
     except BaseException as exc:
         if tmp is not None:
@@ -84,6 +85,26 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> 
             raise
         raise error from exc
     return path
+
+
+def _file_mode(path: Path) -> int:
+    """The mode the file would have if written plainly: the existing file's, else 0666
+    less the process umask."""
+    with contextlib.suppress(OSError):
+        return path.stat().st_mode & 0o777
+    return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    """The process umask: from /proc on Linux (no change to the process), else read back
+    by setting it twice (there is no getter)."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def remove_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:

@@ -238,3 +238,19 @@ def test_cli_in_a_child_process_prints_no_traceback(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_atomic_writes_get_the_mode_of_a_plain_write(tmp_path):
+    """mkstemp makes 0600 files: a map or checkpoint written atomically must still be
+    readable by colleagues as a plain write would be (umask), and a rewrite keeps the
+    existing file's mode."""
+    from pixelcam.fileio import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        fresh = atomic_write_text(tmp_path / "a.json", "{}")
+        assert fresh.stat().st_mode & 0o777 == 0o644
+        fresh.chmod(0o640)
+        assert atomic_write_text(fresh, "[]").stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(old)
