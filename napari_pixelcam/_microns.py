@@ -16,12 +16,13 @@ Qt-free and torch-free: a checkpoint's training pixel size is read from its ``.j
 
 from __future__ import annotations
 
-import functools
 import weakref
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from napari_pixelcam._provenance import provenance
 
 MPP_KEY = "mpp"
 _WATCHED: weakref.WeakSet = weakref.WeakSet()
@@ -94,30 +95,11 @@ def watch(viewer: Any) -> None:
     events.connect(on_inserted)
 
 
-@functools.lru_cache(maxsize=32)
-def _json_mpp(json_path: str, stamp: tuple[int, int]) -> float | None:
-    from napari_pixelcam._common import read_json
-    from pixelcam.slide.mpp import model_mpp
-
-    meta = read_json(Path(json_path)).get("meta")
-    return model_mpp(meta if isinstance(meta, dict) else None)
-
-
 def checkpoint_mpp(path: str | Path | None) -> float | None:
     """The training pixel size a checkpoint records (meta ``"mpp"``), or None (unknown,
-    absent in older checkpoints, or no checkpoint)."""
-    if not path:
-        return None
-    name = Path(path).name
-    for suffix in (".safetensors", ".json"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-    json_path = Path(path).with_name(name + ".json")
-    try:
-        st = json_path.stat()
-    except OSError:
-        return None
-    return _json_mpp(str(json_path), (st.st_mtime_ns, st.st_size))
+    absent in older checkpoints, or no checkpoint): read with its provenance, re-read only
+    when its json changes."""
+    return provenance(path).mpp if path else None
 
 
 def live_plan(

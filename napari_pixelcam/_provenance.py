@@ -59,6 +59,8 @@ class Provenance:
     demo: bool = False
     error: str = ""
     class_names: tuple[str, ...] = field(default=())
+    #: the training pixel size (µm) its meta records, None when unknown
+    mpp: float | None = None
 
     @property
     def synthetic(self) -> bool:
@@ -120,6 +122,8 @@ def _dataset(meta: dict[str, Any], run: dict[str, Any]) -> str:
 
 @functools.lru_cache(maxsize=64)
 def _provenance(path: str, stamp: tuple[int, int]) -> Provenance:
+    from pixelcam.slide.mpp import model_mpp
+
     json_path = Path(path).with_suffix(".json")
     doc = common.read_json(json_path)
     if not doc:
@@ -150,6 +154,7 @@ def _provenance(path: str, stamp: tuple[int, int]) -> Provenance:
         val_acc=_number(metrics.get("valcl_acc"), "{:.1f}%") if metrics else UNKNOWN,
         demo=demo,
         class_names=names,
+        mpp=model_mpp(meta),
     )
 
 

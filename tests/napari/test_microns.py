@@ -150,6 +150,21 @@ def test_live_plan():
     assert microns.checkpoint_mpp(SAMPLE_PIXELCAM) is None  # made before mpp was recorded
 
 
+def test_checkpoint_mpp_is_read_from_its_json_and_reread_when_it_changes(tmp_path):
+    import json
+
+    doc = json.loads(SAMPLE_PIXELCAM.read_text())
+    doc["meta"]["mpp"] = 0.5
+    path = tmp_path / "model.json"
+    path.write_text(json.dumps(doc))
+    assert microns.checkpoint_mpp(path) == 0.5
+    assert microns.checkpoint_mpp(tmp_path / "model.safetensors") == 0.5
+    doc["meta"]["mpp"] = 0.25
+    path.write_text(json.dumps(doc) + "  ")  # a new stamp (size)
+    assert microns.checkpoint_mpp(path) == 0.25
+    assert microns.checkpoint_mpp(None) is None
+
+
 def test_live_mode_reads_tiles_at_the_model_scale(make_napari_viewer, dock_panel, tmp_path, qtbot):
     import torch
 
