@@ -874,11 +874,11 @@ def _add_regions_args(p: argparse.ArgumentParser) -> None:
 def _level0_shape(path: Path) -> tuple[int, int] | None:
     """The level-0 ``(H, W)`` of an input image or slide, from its header."""
     from pixelcam.data.io import image_shape
-    from pixelcam.slide.reader import SLIDE_EXTENSIONS, open_pyramid
+    from pixelcam.slide.reader import SLIDE_EXTENSIONS, open_slide
 
-    if path.suffix.lower() in SLIDE_EXTENSIONS:
+    if path.suffix.lower() in SLIDE_EXTENSIONS:  # the one slide reader: tifffile or OpenSlide
         with contextlib.suppress(PixelCAMError, OSError, ValueError):
-            return tuple(int(v) for v in open_pyramid(path)[0].shape[:2])  # type: ignore[return-value]
+            return tuple(int(v) for v in open_slide(path).levels[0].shape[:2])  # type: ignore[return-value]
     shape = image_shape(path)
     return (int(shape[0]), int(shape[1])) if shape is not None else None
 

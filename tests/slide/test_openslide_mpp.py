@@ -315,3 +315,25 @@ def test_cli_train_and_predict_take_mpp(tmp_path):
     assert args.mpp == 0.25 and args.level is None
     with pytest.raises(SystemExit):
         parser.parse_args(["predict", "c.json", "a.png", "--out", "o", "--mpp", "0"])
+
+
+def test_predict_regions_take_the_level0_size_of_an_openslide_slide(svs, tmp_path, monkeypatch):
+    """Regions of a map read at level 1 are scaled to level 0 whichever reader opens the
+    slide (here one only OpenSlide reads: tifffile refuses it)."""
+    import shutil
+
+    import pixelcam.slide.reader as reader
+    from pixelcam.cli import _level0_shape
+
+    path, _ = svs
+    scanner_file = tmp_path / "slide.scn"  # an Aperio TIFF under a scanner extension
+    shutil.copy(path, scanner_file)
+
+    def refuse(p):
+        raise InputError(f"cannot decode level 0 of {p}: no codec (pip install imagecodecs)")
+
+    monkeypatch.setattr(reader, "open_pyramid", refuse)
+    # a real MIRAX/NDPI file is no image PIL or tifffile reads a size from
+    monkeypatch.setattr("pixelcam.data.io.image_shape", lambda p: None)
+    assert open_slide(scanner_file).backend == "openslide"
+    assert _level0_shape(scanner_file) == (SIZE, SIZE)
