@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 from hypothesis import settings as _hypothesis_settings
 
@@ -62,3 +63,29 @@ def _write_camelyon_folds(root: Path, splits: CamelyonRows, fold: int = 0) -> Pa
 def write_camelyon_folds() -> Callable[..., Path]:
     """:func:`_write_camelyon_folds`, for the tests that build CAMELYON16 trees."""
     return _write_camelyon_folds
+
+
+def _write_aperio_svs(path: Path, image: np.ndarray, mpp: float = 0.25, tile: int = 256) -> list:
+    """A generated SVS as Aperio scanners write it (what OpenSlide's Aperio reader and
+    tifffile both recognise): tiled level 0 with the ``Aperio Image Library`` description
+    (``MPP``, ``AppMag``), a thumbnail, then two tiled levels each halving the last.
+    Returns the three levels written."""
+    import tifffile
+
+    h, w = image.shape[:2]
+    description = (f"Aperio Image Library v12.0.15\r\n{w}x{h} [0,0 {w}x{h}] ({tile}x{tile}) "
+                   f"RAW|AppMag = 40|MPP = {mpp}|Filename = fake")  # fmt: skip
+    levels = [np.ascontiguousarray(image[:: 2**k, :: 2**k]) for k in range(3)]
+    options = {"compression": "zlib", "photometric": "rgb", "metadata": None}
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(levels[0], tile=(tile, tile), description=description, **options)
+        tif.write(levels[0][::16, ::16], description="Aperio thumbnail", **options)
+        for level in levels[1:]:
+            tif.write(level, tile=(tile, tile), description="Aperio level", **options)
+    return levels
+
+
+@pytest.fixture(scope="session")
+def write_aperio_svs() -> Callable[..., list]:
+    """:func:`_write_aperio_svs`, for the slide and microns tests."""
+    return _write_aperio_svs

@@ -19,26 +19,12 @@ from napari_pixelcam._writer import write_map
 from pixelcam.slide import read_mpp
 
 PLUGIN = "napari-pixelcam"
-DESCRIPTION = (
-    "Aperio Image Library Fake\r\n512x512 [0,0 512x512] (128x128) RAW|AppMag = 40|MPP = 0.25"
-)
 
 
 def _tile(size: int) -> np.ndarray:
     from pixelcam.data.synthetic import generate_tile
 
     return generate_tile(1, size, seed=3)[0]
-
-
-def _svs(path: Path, image: np.ndarray) -> Path:
-    levels = [np.ascontiguousarray(image[:: 2**k, :: 2**k]) for k in range(3)]
-    options = {"compression": "zlib", "photometric": "rgb", "metadata": None}
-    with tifffile.TiffWriter(path) as tif:
-        tif.write(levels[0], tile=(128, 128), description=DESCRIPTION, **options)
-        tif.write(levels[0][::8, ::8], description="Aperio thumbnail", **options)
-        for level in levels[1:]:
-            tif.write(level, tile=(128, 128), description="Aperio level", **options)
-    return path
 
 
 def _model_at(tmp_path: Path, mpp: float | None) -> Path:
@@ -55,8 +41,11 @@ def _model_at(tmp_path: Path, mpp: float | None) -> Path:
     return dst
 
 
-def test_a_slide_opens_in_microns_and_the_scale_bar_reads_um(make_napari_viewer, tmp_path):
-    path = _svs(tmp_path / "slide.svs", _tile(512))
+def test_a_slide_opens_in_microns_and_the_scale_bar_reads_um(
+    make_napari_viewer, tmp_path, write_aperio_svs
+):
+    path = tmp_path / "slide.svs"
+    write_aperio_svs(path, _tile(512), tile=128)
     viewer = make_napari_viewer()
     (layer,) = viewer.open(str(path), plugin=PLUGIN)
     assert layer.multiscale and tuple(layer.scale) == (0.25, 0.25)
@@ -66,12 +55,15 @@ def test_a_slide_opens_in_microns_and_the_scale_bar_reads_um(make_napari_viewer,
     assert [str(u) for u in viewer.layers.units] == ["micrometer", "micrometer"]
 
 
-def test_an_openslide_slide_opens_in_microns(make_napari_viewer, tmp_path, monkeypatch):
+def test_an_openslide_slide_opens_in_microns(
+    make_napari_viewer, tmp_path, monkeypatch, write_aperio_svs
+):
     pytest.importorskip("openslide")
     import pixelcam.slide.reader as reader
     from pixelcam.errors import InputError
 
-    path = _svs(tmp_path / "slide.svs", _tile(512))
+    path = tmp_path / "slide.svs"
+    write_aperio_svs(path, _tile(512), tile=128)
 
     def refuse(p):
         raise InputError(f"cannot decode level 0 of {p} (pip install imagecodecs)")

@@ -1,9 +1,10 @@
 """Scanner formats through OpenSlide, pixel sizes in microns, and the model's training scale.
 
-The slide is an SVS written here by tifffile: a tiled (zlib) pyramid whose first
-ImageDescription starts with ``Aperio`` (what OpenSlide's Aperio detection needs: a TIFF, a
-tiled first image, that prefix), a stripped thumbnail as the second page (where tifffile's
-SVS series expects it), and ``MPP = 0.25`` in the description.
+The slide is an SVS written by tifffile (the ``write_aperio_svs`` fixture): a tiled
+(zlib) pyramid whose first ImageDescription starts with ``Aperio`` (what OpenSlide's Aperio
+detection needs: a TIFF, a tiled first image, that prefix), a stripped thumbnail as the
+second page (where tifffile's SVS series expects it), and ``MPP = 0.25`` in the
+description.
 """
 
 from __future__ import annotations
@@ -26,10 +27,6 @@ from pixelcam.slide.writer import PyramidWriter, stored_metadata, write_pyramid
 pytest.importorskip("openslide")
 
 SIZE = 1024
-DESCRIPTION = (
-    "Aperio Image Library v12.0.15\r\n1024x1024 [0,0 1024x1024] (256x256) RAW"
-    "|AppMag = 40|MPP = 0.25|Filename = fake"
-)
 
 
 def _tissue(size: int) -> np.ndarray:
@@ -41,21 +38,10 @@ def _tissue(size: int) -> np.ndarray:
     return image
 
 
-def _write_svs(path: Path, image: np.ndarray, description: str = DESCRIPTION) -> list:
-    levels = [np.ascontiguousarray(image[:: 2**k, :: 2**k]) for k in range(3)]
-    options = {"compression": "zlib", "photometric": "rgb", "metadata": None}
-    with tifffile.TiffWriter(path) as tif:
-        tif.write(levels[0], tile=(256, 256), description=description, **options)
-        tif.write(levels[0][::16, ::16], description="Aperio thumbnail", **options)
-        for level in levels[1:]:
-            tif.write(level, tile=(256, 256), description="Aperio level", **options)
-    return levels
-
-
 @pytest.fixture(scope="module")
-def svs(tmp_path_factory) -> tuple[Path, list]:
+def svs(tmp_path_factory, write_aperio_svs) -> tuple[Path, list]:
     path = tmp_path_factory.mktemp("svs") / "slide.svs"
-    return path, _write_svs(path, _tissue(SIZE))
+    return path, write_aperio_svs(path, _tissue(SIZE))
 
 
 def test_openslide_and_tifffile_give_the_same_pixels_and_pixel_size(svs):
