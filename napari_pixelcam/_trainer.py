@@ -62,6 +62,7 @@ from napari_pixelcam._reader import prefer_reader
 from napari_pixelcam._session import Catalogue, Choices, devices, phases, session_for
 from pixelcam.errors import InputError
 from pixelcam.fileio import pid_alive
+from pixelcam.train.recipes import RECIPES, recipe_settings
 
 if TYPE_CHECKING:
     import napari
@@ -546,6 +547,8 @@ class TrainerWidget(QWidget):
             [("dataset folder", "data_root"), ("format", "dataset"), ("fold", "fold"),
              ("folds dir", "folds_dir")],
         )  # fmt: skip
+        self.recipe_button = QPushButton("Use the recipe for this dataset")
+        self._data_form.addRow("", self.recipe_button)
         model_box, self._model_form = group(
             "Model",
             [("backbone", "backbone"), ("weights", "weights"), ("weights file", "weights_file"),
@@ -618,6 +621,7 @@ class TrainerWidget(QWidget):
         f["weights"].currentIndexChanged.connect(lambda _=None: self._update_visibility())
         f["phase"].currentIndexChanged.connect(lambda _=None: self._update_visibility())
         self.show_advanced.toggled.connect(lambda _=None: self._update_visibility())
+        self.recipe_button.clicked.connect(lambda: self.use_recipe())
         f["out"].line.textChanged.connect(lambda _=None: self._update_buttons())
         f["out"].picked.connect(lambda _=None: self.load_run_settings())
         self.start_button.clicked.connect(lambda: self.start())
@@ -641,9 +645,26 @@ class TrainerWidget(QWidget):
         self.advanced_box.setVisible(self.show_advanced.isChecked())
         synthetic = dataset == "synthetic"
         _set_row_visible(self._advanced_form, f["synthetic_n_per_class"], synthetic)
+        recipe = recipe_settings(dataset, phase)
+        _set_row_visible(self._data_form, self.recipe_button, bool(recipe))
+        if recipe:
+            told = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in recipe.items())
+            self.recipe_button.setText(f"Use the {dataset} recipe for {phase}")
+            self.recipe_button.setToolTip(f"{RECIPES.entry(dataset).help}\n{told}")
         _set_row_visible(self._advanced_form, f["synthetic_size"], synthetic)
 
     # ------------------------------------------------------------------ settings
+    def use_recipe(self) -> dict[str, Any]:
+        """Fill the form with the recipe of the chosen dataset and phase
+        (:mod:`pixelcam.train.recipes`, as ``pixelcam train`` uses by default)."""
+        dataset, phase = self.fields["dataset"].currentText(), self.fields["phase"].currentText()
+        values = {k: v for k, v in recipe_settings(dataset, phase).items() if k in self.fields}
+        self.set_settings(**values)
+        self._update_visibility()
+        if values:
+            self.status.setText(f"{dataset} recipe set for {phase}: {RECIPES.entry(dataset).help}")
+        return values
+
     @_guarded
     def prefill(self, request: Mapping[str, Any] | None = None) -> None:
         """Fill the form for a training on the user's images ("Train on my images" in the

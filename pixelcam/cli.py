@@ -309,7 +309,12 @@ def _add_evaluate(sub: Any) -> None:
     e.add_argument(
         "--threshold", type=_float_in(0.0, 1.0), default=0.5, help="threshold of pixel rates"
     )
-    e.add_argument("--size", type=_input_size, default=224)
+    e.add_argument(
+        "--size",
+        type=_input_size,
+        default=None,
+        help="model input side (default: each checkpoint's eval size, else 224)",
+    )
     e.add_argument("--batch-size", type=_positive_int, default=16)
     e.add_argument("--device", default="auto", **_choice(DEVICES, "device"))
     e.add_argument("--out", help="write the results as JSON here")
@@ -334,8 +339,10 @@ def _add_predict(sub: Any) -> None:
     p.add_argument(
         "--size",
         type=_input_size,
-        default=224,
-        help="model input size (the map is resized back to the image)",
+        default=None,
+        help="model input size of a whole image (default: the checkpoint's eval size, else "
+        "224; the map is resized back to the image); tiles: the side a tile is resized to "
+        "(default 224)",
     )
     p.add_argument("--device", default="auto", **_choice(DEVICES, "device"))
     p.add_argument(
@@ -472,12 +479,20 @@ def cmd_refine(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from pixelcam.train import TrainConfig, train
     from pixelcam.train.events import human_progress
+    from pixelcam.train.recipes import apply_recipe
 
     config = _train_config(args, TrainConfig)
+    given = _given_settings(getattr(args, "given", None))
+    if not args.resume and given is not None:
+        applied = apply_recipe(config, given)
+        if applied:
+            told = ", ".join(f"{k.replace('_', '-')} {v}" for k, v in applied.items())
+            print(f"[recipe] {config.dataset} {config.phase}: {told} (options given win)",
+                  file=sys.stderr)  # fmt: skip
     callbacks = [] if args.json else [human_progress(sys.stderr)]
     result = train(
         config, resume=args.resume, stream=sys.stdout if args.json else None,
-        callbacks=callbacks, given=_given_settings(getattr(args, "given", None)),
+        callbacks=callbacks, given=given,
     )  # fmt: skip
     if not args.json:
         print(f"done: {result.epochs_done} epochs; checkpoints in {result.out}")
@@ -528,7 +543,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from pixelcam.device import resolve_device
     from pixelcam.evaluation import evaluate_model
     from pixelcam.metrics import paired_ttest
-    from pixelcam.models import load_checkpoint
+    from pixelcam.models import checkpoint_eval_size, load_checkpoint
 
     if len(args.checkpoint) > 2:
         raise InputError("evaluate takes one checkpoint, or two to compare")
@@ -549,7 +564,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             methods,
             device=device,
             batch_size=args.batch_size,
-            size=args.size,
+            size=args.size or checkpoint_eval_size(meta),
             threshold=args.threshold,
             separability=True,
             per_image=True,
@@ -660,7 +675,7 @@ def _predict_files(args: argparse.Namespace, scheduler: Any) -> int:
     """Every input is predicted; a bad one is reported in one line and skipped. Exit code
     0, 1 when some inputs failed, 2 when none gave maps (as a bad single input)."""
     from pixelcam.device import resolve_device
-    from pixelcam.models import load_checkpoint
+    from pixelcam.models import checkpoint_eval_size, load_checkpoint
     from pixelcam.slide.mpp import model_mpp
 
     cluster = scheduler not in ("threads", "sync")
@@ -678,6 +693,7 @@ def _predict_files(args: argparse.Namespace, scheduler: Any) -> int:
             line = _predict_one(
                 model, path, out, base, methods, args, device=device, names=names,
                 tiled_device=tiled_device, scheduler=scheduler, model_mpp=model_mpp(meta),
+                eval_size=checkpoint_eval_size(meta),
             )  # fmt: skip
         except InputError as exc:
             failed.append(path)
@@ -701,7 +717,7 @@ def _predict_one(
     args: argparse.Namespace, **kw: Any,
 ) -> str:  # fmt: skip
     """Maps of one input written under ``out`` as ``<base>_<method>.tif``; the line to print.
-    ``kw``: device, names, tiled_device, scheduler."""
+    ``kw``: device, names, tiled_device, scheduler, model_mpp, eval_size."""
     from pixelcam.data.io import image_shape
     from pixelcam.slide.predict import needs_tiling
 
@@ -732,7 +748,7 @@ def _predict_tiled(model, path, out, base, methods, args, kw) -> str:  # noqa: A
     folder = _output_folder(out / base.parent)
     summary = predict_slide(
         model, path, folder / f"{base.name}.tif", methods, level=args.level,
-        tile=args.tile or 512, overlap=args.overlap, model_input=args.size,
+        tile=args.tile or 512, overlap=args.overlap, model_input=args.size or 224,
         min_tissue=args.min_tissue, device=kw["tiled_device"], scheduler=kw["scheduler"],
         mpp=args.mpp, model_mpp=kw["model_mpp"],
     )  # fmt: skip
@@ -759,7 +775,12 @@ def _predict_image(model, path, targets, methods, args, kw) -> str:  # noqa: ANN
 
     image = read_image(path)
     res = predict_maps(
-        model, image, methods, size=args.size, class_names=kw["names"], device=kw["device"]
+        model,
+        image,
+        methods,
+        size=args.size or kw["eval_size"],
+        class_names=kw["names"],
+        device=kw["device"],
     )
     for m, target in zip(methods, targets):
         data = np.ascontiguousarray(res.maps[m], dtype=np.float32)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pixelcam.models.backbones import Backbone, BackboneInfo, known_backbones
 from pixelcam.models.checkpoint import (
+    checkpoint_eval_size,
     load_checkpoint,
     load_state_into,
     read_checkpoint_info,
@@ -44,6 +45,7 @@ __all__ = [
     "SATHead",
     "WSOLModel",
     "build_model",
+    "checkpoint_eval_size",
     "efficientnet_lite0_imagenet_state_dict",
     "known_backbones",
     "load_backbone_weights",

@@ -289,6 +289,14 @@ def load_checkpoint(
     return model, _meta(doc)
 
 
+def checkpoint_eval_size(meta: dict[str, Any], default: int = 224) -> int:
+    """The input side a checkpoint was validated at (its meta ``eval_size``): the scale its
+    maps are meant to be computed at; ``default`` for older checkpoints without one."""
+    size = meta.get("eval_size")
+    valid = isinstance(size, int) and not isinstance(size, bool) and size > 0
+    return int(size) if valid else default
+
+
 def load_state_into(model: WSOLModel, path: str | os.PathLike[str]) -> dict[str, Any]:
     """Load a checkpoint's weights into an existing model of the same architecture.
 

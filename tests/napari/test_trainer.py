@@ -363,3 +363,29 @@ def test_form_lists_come_from_the_registries(make_napari_viewer, monkeypatch, qt
         validate_settings({"out": "x", "dataset": "nope"}, widget.session.catalogue)
     with pytest.raises(InputError, match="phase must be one of"):
         validate_settings({"out": "x", "phase": "nope"})
+
+
+def test_recipe_button_fills_the_form_from_the_recipe_registry(dock):
+    """Shown only for a dataset with a recipe; fills exactly the recipe's settings, the
+    ones ``pixelcam train`` would use, for the phase chosen."""
+    from pixelcam.train.recipes import recipe_settings
+
+    widget, _, _ = dock
+    widget.set_settings(dataset="synthetic", phase="baseline")
+    assert widget.recipe_button.isHidden()
+    widget.set_settings(dataset="glas")
+    widget._update_visibility()
+    assert not widget.recipe_button.isHidden()
+    assert "glas" in widget.recipe_button.text()
+    filled = widget.use_recipe()
+    s = widget.settings()
+    assert filled == recipe_settings("glas", "baseline") and filled
+    assert all(s[k] == v for k, v in filled.items())
+    assert (s["resize"], s["crop"], s["eval_size"], s["weights"]) == (640, 320, 640, "imagenet")
+    cmd = build_train_command({**s, "out": "run", "data_root": "."})
+    args = _parse(cmd)
+    assert (args.resize, args.eval_size, args.backbone) == (640, 640, s["backbone"])
+    widget.set_settings(phase="pixelcam")
+    widget._update_visibility()
+    assert widget.use_recipe()["sampler"] == recipe_settings("glas", "pixelcam")["sampler"]
+    assert widget.settings()["sampler"] == recipe_settings("glas", "pixelcam")["sampler"]
