@@ -676,10 +676,13 @@ class TrainerWidget(QWidget):
         values["out"] = ""
         self.set_settings(**values)
         self._update_visibility()
+        recipe = self.use_recipe()  # a dataset with a measured recipe starts from it
         self.tabs.setCurrentIndex(0)
         self.status.setText(
-            f"set up for your images in {request.get('data_root')}: check the format and "
-            "folds, then Start (a baseline first; a PixelCAM run learns from it)"
+            f"set up for your images in {request.get('data_root')}"
+            + (f" with the {values.get('dataset')} recipe" if recipe else "")
+            + ": check the format and folds, then Start (a baseline first; a PixelCAM run "
+            "learns from it)"
         )
 
     def settings(self) -> dict[str, Any]:

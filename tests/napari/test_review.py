@@ -254,6 +254,8 @@ def test_demo_notice_on_a_real_glas_tile_offers_training(make_napari_viewer, plu
     trainer = viewer.window.dock_widgets["PixelCAM trainer (napari-pixelcam)"]
     s = trainer.settings()
     assert Path(s["data_root"]) == GLAS and s["dataset"] == "glas"
+    assert (s["resize"], s["eval_size"]) == (640, 640)  # the GlaS recipe (issue 19)
+    assert "glas recipe" in trainer.status.text()
 
 
 def test_no_demo_notice_on_a_generated_tile(make_napari_viewer, plugin_errors, dock_panel,

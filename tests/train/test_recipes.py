@@ -99,11 +99,14 @@ def test_predict_and_evaluate_run_at_the_checkpoint_eval_size(
     stem = tmp_path / "ckpt"
     save_checkpoint(model, stem, {"class_names": ["benign", "malignant"], "eval_size": 72})
     sizes: list[int] = []
-    real_eval, real_predict = evaluation.evaluate_model, inference.predict_maps
-    monkeypatch.setattr(evaluation, "evaluate_model",
-                        lambda *a, **k: sizes.append(k["size"]) or real_eval(*a, **k))  # fmt: skip
-    monkeypatch.setattr(inference, "predict_maps",
-                        lambda *a, **k: sizes.append(k["size"]) or real_predict(*a, **k))  # fmt: skip
+    for module, name in ((evaluation, "evaluate_model"), (inference, "predict_maps")):
+        real = getattr(module, name)
+
+        def spy(*a: Any, _real: Any = real, **k: Any) -> Any:
+            sizes.append(k["size"])
+            return _real(*a, **k)
+
+        monkeypatch.setattr(module, name, spy)
     root = write_synthetic_dataset(tmp_path / "data", n_per_class=2, size=64, seed=0)
     size_args = [] if given is None else ["--size", str(given)]
     argv = ["evaluate", str(stem), "--dataset", "folder", "--data-root", str(root),

@@ -1,0 +1,163 @@
+"""The GlaS recipe over seeds: does PixelCAM beat its teacher on real tissue?
+
+    .venv/bin/python benchmarks/glas_recipe.py --data-root ../shared/data/glas \\
+        --folds-dir ../shared/data/glas-folds --runs runs/recipe --seeds 0 1 2 \\
+        [--teachers layercam,gradcampp] [--train] [--out runs/recipe/table.json]
+
+For each seed: a baseline run ``RUNS/base-s<seed>`` and, for each teacher map, a PixelCAM
+run ``RUNS/pix-<map>-s<seed>`` learning from that map, all with ``pixelcam train
+--dataset glas`` and nothing else but the seed (the GlaS recipe of
+:mod:`pixelcam.train.recipes` fills the rest). ``--train`` trains the runs that are not
+there yet. Every B-LOC checkpoint is evaluated at its own eval size on the held-out images
+(valcl and valpx together, each image once: every GlaS image has a mask): the split's PxAP
+(one PR curve over all pixels, as the reference), valcl accuracy (CL), and a paired t-test
+of the per-image PxAP of PixelCAM against its teacher's map, per seed and over the
+images of all seeds pooled. Prints a Markdown table (RESULTS section 8).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def held_out(args: argparse.Namespace) -> tuple[Any, set[str]]:
+    """The valcl and valpx images together (each once), and the valcl ids."""
+    from pixelcam.data.dataset import WSOLDataset
+    from pixelcam.data.glas import load_glas
+
+    kw = {"fold": args.fold, "folds_dir": args.folds_dir}
+    valcl = load_glas(args.data_root, split="valcl", **kw)
+    valpx = load_glas(args.data_root, split="valpx", **kw)
+    records = {r.id: r for r in (*valcl.records, *valpx.records)}
+    return WSOLDataset(list(records.values()), valcl.class_names), set(valcl.ids)
+
+
+def train_run(out: Path, seed: int, args: argparse.Namespace, teacher: Path | None,
+              method: str | None) -> float:  # fmt: skip
+    """Train ``out`` unless it has its B-LOC checkpoint; the run's seconds (its events)."""
+    from pixelcam.cli import main as cli
+
+    if not (out / "best_loc.json").exists():
+        if not args.train:
+            raise SystemExit(f"{out} has no best_loc checkpoint (run with --train)")
+        argv = ["train", "--out", str(out), "--dataset", "glas", "--data-root", args.data_root,
+                "--seed", str(seed), "--device", args.device]  # fmt: skip
+        if args.folds_dir:
+            argv += ["--folds-dir", args.folds_dir]
+        if teacher is not None:
+            argv += ["--phase", "pixelcam", "--teacher", str(teacher), "--teacher-method", method]
+        if cli(argv) != 0:
+            raise SystemExit(f"training {out} failed")
+    done = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    return max(float(e.get("time", 0.0)) for e in done)
+
+
+def score(ckpt: Path, methods: list[str], data: Any, valcl_ids: set[str], device: str):
+    """Split PxAP per map, per-image PxAP per map, valcl accuracy."""
+    from pixelcam.evaluation import evaluate_model
+    from pixelcam.models import checkpoint_eval_size, load_checkpoint
+
+    model, meta = load_checkpoint(ckpt, device=device)
+    res = evaluate_model(model, data, methods, device=device, size=checkpoint_eval_size(meta),
+                         per_image=True)  # fmt: skip
+    correct = [res.predictions[i] == r.label for i, r in zip(data.ids, data.records)
+               if i in valcl_ids]  # fmt: skip
+    per = {m: {i: s[m] for i, s in res.per_image.items()} for m in methods}
+    return res.pxap, per, 100.0 * sum(correct) / len(correct)
+
+
+Pooled = dict[str, tuple[list[float], list[float]]]
+
+
+def seed_row(seed: int, runs: Path, teachers: list[str], data: Any, valcl_ids: set[str],
+             args: argparse.Namespace, pooled: Pooled) -> dict[str, Any]:  # fmt: skip
+    """One seed: its baseline and one PixelCAM run per teacher map, trained if asked, scored."""
+    from pixelcam.metrics import paired_ttest
+
+    base = runs / f"base-s{seed}"
+    row: dict[str, Any] = {"seed": seed, "baseline_s": train_run(base, seed, args, None, None)}
+    pxap, per_t, row["cl_teacher"] = score(base / "best_loc", teachers, data, valcl_ids,
+                                           args.device)  # fmt: skip
+    for t in teachers:
+        run = runs / f"pix-{t}-s{seed}"
+        row[f"{t}_s"] = train_run(run, seed, args, base, t)
+        s_pxap, per_s, cl = score(run / "best_loc", ["pixelcam"], data, valcl_ids, args.device)
+        ids = sorted(per_s["pixelcam"])
+        a, b = [per_s["pixelcam"][i] for i in ids], [per_t[t][i] for i in ids]
+        tt, pp, n = paired_ttest(a, b)
+        pooled[t][0].extend(a)
+        pooled[t][1].extend(b)
+        delta = sum(x - y for x, y in zip(a, b)) / n
+        row[t] = {"teacher": pxap[t], "pixelcam": s_pxap["pixelcam"], "cl": cl,
+                  "delta": delta, "t": tt, "p": pp, "n": n}  # fmt: skip
+    row["constant"] = constant_pxap(data)
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
+    p.add_argument("--data-root", required=True)
+    p.add_argument("--folds-dir", default=None)
+    p.add_argument("--fold", type=int, default=0)
+    p.add_argument("--runs", default="runs/recipe")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--teachers", default="layercam,gradcampp")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--train", action="store_true", help="train the runs that are missing")
+    p.add_argument("--out", default=None, help="write the numbers as JSON here")
+    args = p.parse_args(argv)
+    from pixelcam.metrics import paired_ttest
+
+    data, valcl_ids = held_out(args)
+    teachers = [t.strip() for t in args.teachers.split(",") if t.strip()]
+    runs = Path(args.runs)
+    rows, pooled = [], {t: ([], []) for t in teachers}
+    for seed in args.seeds:
+        rows.append(seed_row(seed, runs, teachers, data, valcl_ids, args, pooled))
+        print_rows(rows[-1:], teachers, header=seed == args.seeds[0])
+    print()
+    for t in teachers:
+        a, b = pooled[t]
+        tt, pp, n = paired_ttest(a, b)
+        delta = sum(x - y for x, y in zip(a, b)) / n
+        print(f"pooled over seeds, PixelCAM vs {t}: per-image delta {delta:+.1f} PxAP, "
+              f"t = {tt:.2f}, p = {pp:.2g}, n = {n}")  # fmt: skip
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+def constant_pxap(data: Any) -> float:
+    """A constant map's split PxAP: the foreground share of all pixels (the floor)."""
+    from pixelcam.data.io import read_mask
+
+    masks = [read_mask(r.mask_path) > 0 for r in data.records]
+    return 100.0 * sum(int(m.sum()) for m in masks) / sum(m.size for m in masks)
+
+
+def print_rows(rows: list[dict[str, Any]], teachers: list[str], header: bool) -> None:
+    if header:
+        cols = ["seed", "constant"]
+        for t in teachers:
+            cols += [f"{t} PxAP", f"PixelCAM ({t} seeds) PxAP", "CL teacher / PixelCAM",
+                     "per-image delta (t, p)"]  # fmt: skip
+        cols += ["time baseline / PixelCAM"]
+        print("| " + " | ".join(cols) + " |\n" + "|---" * len(cols) + "|")
+    for r in rows:
+        cells = [str(r["seed"]), f"{r['constant']:.1f}"]
+        for t in teachers:
+            x = r[t]
+            cells += [f"{x['teacher']:.1f}", f"{x['pixelcam']:.1f}",
+                      f"{r['cl_teacher']:.1f} / {x['cl']:.1f}",
+                      f"{x['delta']:+.1f} ({x['t']:.2f}, {x['p']:.2g})"]  # fmt: skip
+        times = " + ".join(f"{r[f'{t}_s'] / 60:.0f}" for t in teachers)
+        cells.append(f"{r['baseline_s'] / 60:.0f} min / {times} min")
+        print("| " + " | ".join(cells) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
