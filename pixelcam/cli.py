@@ -212,6 +212,13 @@ def _add_train(sub: Any) -> None:
         **_choice("pixelcam.pseudo_labels:SAMPLERS", "seed sampler"),
     )
     t.add_argument(
+        "--bg-fraction",
+        type=_float_in(0.0, 1.0, strict=True),
+        default=0.2,
+        help="the lowest-CAM share of pixels background seeds come from (probability, "
+        "extremes; extremes also draws foreground from the highest share); default 0.2",
+    )
+    t.add_argument(
         "--positive-only",
         action="store_true",
         help="pixel loss on positive (label > 0) images only (CAMELYON16)",

@@ -13,7 +13,7 @@ def _ramp_cams(b=4, h=20, w=30):
     return ramp.expand(b, h, w).clone()
 
 
-@pytest.mark.parametrize("sampler", ["pb", "th"])
+@pytest.mark.parametrize("sampler", ["pb", "th", "extremes"])
 def test_n_fg_and_n_bg_seeds_per_image(sampler):
     seeds = sample_seeds(
         _ramp_cams(), n=5, sampler=sampler, generator=torch.Generator().manual_seed(0)
@@ -39,6 +39,24 @@ def test_pb_foreground_never_where_cam_is_zero_when_enough_mass_elsewhere():
     seeds = sample_seeds(cams, n=5, generator=torch.Generator().manual_seed(2))
     assert (cams[seeds == 1] == 1.0).all()
     assert (cams[seeds == 0] == 0.0).all()
+
+
+@pytest.mark.parametrize("fraction", [0.05, 0.2])
+def test_extremes_seeds_only_in_the_top_and_bottom_fraction(fraction):
+    cams = _ramp_cams(b=32) + 0.001 * torch.rand(
+        32, 20, 30, generator=torch.Generator().manual_seed(4)
+    )
+    seeds = sample_seeds(cams, n=5, sampler="extremes", bg_fraction=fraction,
+                         generator=torch.Generator().manual_seed(5))  # fmt: skip
+    for cam, s in zip(cams, seeds):
+        high, low = (
+            torch.quantile(cam.flatten(), 1 - fraction),
+            torch.quantile(cam.flatten(), fraction),
+        )
+        assert (cam[s == 1] >= high - 1e-6).all() and (cam[s == 0] <= low + 1e-6).all()
+        assert (s == 1).sum() == 5 and (s == 0).sum() == 5
+    # uniform within the fraction: the draws spread over it, not only its extreme pixels
+    assert len(set(torch.nonzero(seeds == 1)[:, 2].tolist())) > 1
 
 
 def test_th_seeds_respect_otsu_split():

@@ -117,3 +117,12 @@ def test_predict_and_evaluate_run_at_the_checkpoint_eval_size(
             "--device", "cpu", *size_args]  # fmt: skip
     assert cli(argv) == 0
     assert sizes == [given or 72, given or 72]
+
+
+def test_cli_bg_fraction_reaches_the_config(captured: dict[str, Any], tmp_path: Any) -> None:
+    argv = ["train", "--out", str(tmp_path / "a"), "--dataset", "synthetic", "--sampler",
+            "extremes", "--bg-fraction", "0.05"]  # fmt: skip
+    assert cli(argv) == 0
+    assert (captured["config"].sampler, captured["config"].bg_fraction) == ("extremes", 0.05)
+    with pytest.raises(SystemExit):  # argparse refuses it: nothing to sample from
+        cli(argv[:-1] + ["0"])
