@@ -4,7 +4,8 @@ A recipe fills the :class:`~pixelcam.train.config.TrainConfig` fields a user lef
 defaults (``pixelcam train --dataset glas`` without ``--resize`` gets the GlaS input size);
 options given explicitly always win. The trainer dock's "recipe" button fills its form
 from the same entries. Each recipe's numbers were measured: ``benchmarks/RESULTS.md``
-names the section.
+names the section. In Python, a :class:`~pixelcam.train.config.TrainConfig` gets a recipe
+only when asked: ``apply_recipe(config, given=set())``.
 """
 
 from __future__ import annotations
