@@ -98,6 +98,7 @@ DEFAULTS: dict[str, Any] = {
     "lam": 1.0,
     "n": 5,
     "sampler": "probability",
+    "bg_fraction": 0.2,
     "annotations": "",
     "pixel_head": "linear",
     "positive_only": False,
@@ -266,7 +267,7 @@ def _teacher_args(s: Mapping[str, Any]) -> list[str]:
     cmd = [
         "--teacher", _path(s, "teacher"), "--teacher-method", s["teacher_method"],
         "--teacher-checkpoint", s["teacher_checkpoint"], "--n", str(int(s["n"])),
-        "--sampler", s["sampler"],
+        "--sampler", s["sampler"], "--bg-fraction", repr(float(s["bg_fraction"])),
     ]  # fmt: skip
     if s["annotations"]:
         cmd += ["--annotations", _path(s, "annotations")]
@@ -510,6 +511,14 @@ class TrainerWidget(QWidget):
         f["lam"].setDecimals(3)
         f["lam"].setSingleStep(0.1)
         f["n"] = _spin(5, 1, 10000)
+        f["bg_fraction"] = QDoubleSpinBox()
+        f["bg_fraction"].setRange(0.01, 1.0)
+        f["bg_fraction"].setDecimals(2)
+        f["bg_fraction"].setSingleStep(0.05)
+        f["bg_fraction"].setToolTip(
+            "share of lowest-CAM pixels background seeds come from (probability, extremes; "
+            "extremes draws foreground seeds from the highest share)"
+        )
         f["annotations"] = PathEdit(
             "any", filter="Point annotations (*.points.csv *.points.json *.csv *.json)",
             placeholder="optional: .points.csv/.json or a folder",
@@ -558,6 +567,7 @@ class TrainerWidget(QWidget):
             "PixelCAM (phase 2)",
             [("teacher run", "teacher"), ("teacher method", "teacher_method"),
              ("lambda", "lam"), ("n (seeds)", "n"), ("sampler", "sampler"),
+             ("seed share", "bg_fraction"),
              ("annotations", "annotations")],
         )  # fmt: skip
         train_box, _ = group(

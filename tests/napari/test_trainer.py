@@ -66,7 +66,7 @@ def test_command_matches_the_cli(tmp_path):
         **TINY, "out": str(tmp_path / "run"), "phase": "pixelcam", "teacher": str(teacher),
         "teacher_method": "gradcampp", "lam": 0.5, "n": 3, "sampler": "th", "epochs": 7,
         "lr": 2e-4, "lr_step": 5, "weights": "file", "weights_file": str(weights),
-        "head": "deepmil", "amp": False, "positive_only": True,
+        "head": "deepmil", "amp": False, "positive_only": True, "bg_fraction": 0.05,
     }  # fmt: skip
     validate_settings(settings)
     args = _parse(build_train_command(settings))
@@ -77,6 +77,7 @@ def test_command_matches_the_cli(tmp_path):
         "gradcampp",
     )
     assert (args.lam, args.n, args.sampler, args.epochs, args.lr) == (0.5, 3, "th", 7, 2e-4)
+    assert args.bg_fraction == 0.05
     assert (args.weights, args.head, args.no_amp, args.positive_only) == (
         str(weights), "deepmil", True, True,
     )  # fmt: skip
@@ -387,5 +388,9 @@ def test_recipe_button_fills_the_form_from_the_recipe_registry(dock):
     assert (args.resize, args.eval_size, args.backbone) == (640, 640, s["backbone"])
     widget.set_settings(phase="pixelcam")
     widget._update_visibility()
-    assert widget.use_recipe()["sampler"] == recipe_settings("glas", "pixelcam")["sampler"]
-    assert widget.settings()["sampler"] == recipe_settings("glas", "pixelcam")["sampler"]
+    student = recipe_settings("glas", "pixelcam")
+    assert widget.use_recipe()["sampler"] == student["sampler"]
+    s = widget.settings()
+    assert (s["sampler"], s["bg_fraction"]) == (student["sampler"], student["bg_fraction"])
+    args = _parse(build_train_command({**s, "out": "run", "data_root": ".", "teacher": "."}))
+    assert (args.sampler, args.bg_fraction) == (student["sampler"], student["bg_fraction"])
