@@ -115,7 +115,6 @@ def main(argv: list[str] | None = None) -> int:
     from pixelcam.models.checkpoint import load_checkpoint
     from pixelcam.models.model import build_model
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     model = build_model(backbone=args.backbone, weights="imagenet",
                         output_stride=args.output_stride).eval()  # fmt: skip
     print(f"| input side | features | linear probe PxAP ({args.split}, true masks) | constant |")

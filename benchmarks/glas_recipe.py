@@ -52,8 +52,9 @@ def train_run(out: Path, seed: int, args: argparse.Namespace, teacher: Path | No
             argv += ["--phase", "pixelcam", "--teacher", str(teacher), "--teacher-method", method]
         if cli(argv) != 0:
             raise SystemExit(f"training {out} failed")
-    done = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
-    return max(float(e.get("time", 0.0)) for e in done)
+    from pixelcam.train.events import read_events
+
+    return max(float(e.get("time", 0.0)) for e in read_events(out / "events.jsonl"))
 
 
 def score(ckpt: Path, methods: list[str], data: Any, valcl_ids: set[str], device: str):
