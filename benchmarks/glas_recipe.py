@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/glas_recipe.py --data-root ../shared/data/glas \\
         --folds-dir ../shared/data/glas-folds --runs runs/recipe --seeds 0 1 2 \\
-        [--teachers layercam,gradcampp] [--train] [--out runs/recipe/table.json]
+        [--teachers layercam,gradcampp] [--train] [--out runs/recipe/table.json] \\
+        [--student "--lr-step 6"]
 
 For each seed: a baseline run ``RUNS/base-s<seed>`` and, for each teacher map, a PixelCAM
 run ``RUNS/pix-<map>-s<seed>`` learning from that map, all with ``pixelcam train
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,7 @@ def train_run(out: Path, seed: int, args: argparse.Namespace, teacher: Path | No
             argv += ["--folds-dir", args.folds_dir]
         if teacher is not None:
             argv += ["--phase", "pixelcam", "--teacher", str(teacher), "--teacher-method", method]
+            argv += shlex.split(args.student)
         if cli(argv) != 0:
             raise SystemExit(f"training {out} failed")
     from pixelcam.train.events import read_events
@@ -110,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--teachers", default="layercam,gradcampp")
     p.add_argument("--device", default="cpu")
     p.add_argument("--train", action="store_true", help="train the runs that are missing")
+    variant = "extra `pixelcam train` options of the PixelCAM runs (a recipe variant)"
+    p.add_argument("--student", default="", help=variant)
     p.add_argument("--out", default=None, help="write the numbers as JSON here")
     args = p.parse_args(argv)
     from pixelcam.metrics import paired_ttest

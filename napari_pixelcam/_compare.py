@@ -387,8 +387,12 @@ class MapView:
         steps: list[Callable[[], Any]] = [
             lambda ly=ly: self._set_visible(ly, False) for ly in self._order if ly.visible
         ]
+        # the first pane is shown before the grid goes on: with no layer visible napari's
+        # grid collapses to 1x1 and rebuilds every pane's view (and cameras) once the
+        # next layer is shown; this way a grid of the same shape as before is reused
+        steps.append(lambda: self._set_visible(panes[0], True))
         steps.append(lambda: self._enable_grid(len(panes)))
-        steps += [lambda ly=ly: self._set_visible(ly, True) for ly in panes]
+        steps += [lambda ly=ly: self._set_visible(ly, True) for ly in panes[1:]]
         steps.append(lambda: self._grid_shown(build))
         common.in_turns(steps)
 
@@ -398,13 +402,26 @@ class MapView:
             layer.visible = visible
 
     def _enable_grid(self, n: int) -> None:
+        """napari's grid on, shaped for ``n`` panes and the difference's pane if it may
+        still come (a new shape rebuilds every pane's view and cameras: the same shape is
+        reused)."""
         grid = self.viewer.grid
         grid.stride = 1
         canvas = tuple(getattr(self.viewer.canvas, "size", (900, 1100)))
-        grid.shape = ov.best_grid(n, canvas, _hw(self.image))
-        grid.spacing = 6
+        shape = ov.best_grid(n + self._room_for_difference(), canvas, _hw(self.image))
+        if tuple(grid.shape) != shape:
+            grid.shape = shape
+        if grid.spacing != 6:
+            grid.spacing = 6
         grid.enabled = True
         self.grid_on = True
+
+    def _room_for_difference(self) -> int:
+        """1 when a difference pane may still be added to the grid (PixelCAM and a
+        baseline map, no difference yet), else 0."""
+        families = [self.family(ly) for ly in self.maps()]
+        return int("difference" not in families and "pixelcam" in families
+                   and "baseline" in families)  # fmt: skip
 
     def _grid_shown(self, build: int) -> None:
         if build == self._build:
@@ -439,14 +456,10 @@ class MapView:
 
     def _off_steps(self, reset: bool) -> list[Callable[[], Any]]:
         """Back to one map over the image, one layer change per turn: the panes hidden
-        (not removed: napari collects garbage on every removal, a long freeze; the next
-        grid updates them), the grid off, the other layers shown again in their places,
-        then one map."""
-        panes = [ly for ly in self.panes() if ly.visible]
-        steps: list[Callable[[], Any]] = [
-            lambda ly=ly: self._set_visible(ly, False) for ly in panes
-        ]
-        steps.append(self._disable_grid)
+        and the grid off together (the panes are not removed: napari collects garbage on
+        every removal, a long freeze; the next grid updates them), the other layers shown
+        again in their places, then one map."""
+        steps: list[Callable[[], Any]] = [self._disable_grid]
         mine = {id(common.unwrap(ly)) for ly in self.maps()}
         for ly, visible in self._hidden:
             if visible and id(common.unwrap(ly)) not in mine:  # show() picks the map
@@ -455,10 +468,17 @@ class MapView:
         return steps
 
     def _disable_grid(self) -> None:
+        """The panes hidden and the grid off in one scene update (napari's batch: one
+        pane hidden at a time in the grid re-lays the grid out after each), the layer
+        order from before the grid back."""
         layers = self.viewer.layers
-        self.viewer.grid.enabled = False
-        self.grid_on = False
         panes = self.panes()
+        with layers.batched_update():
+            for pane in panes:
+                if pane.visible:
+                    pane.visible = False
+            self.viewer.grid.enabled = False
+        self.grid_on = False
         order = [ly for ly in self._order if ly in layers]
         order += [ly for ly in layers if ly not in order and ly not in panes]
         _reorder(layers, panes + order)  # the hidden panes at the bottom of the list
@@ -554,13 +574,17 @@ def _colorbar(layer: Any, visible: bool) -> None:
 
 
 def _reorder(layers: Any, order: list[Any]) -> None:
-    """Put the layer list in ``order`` (every layer once), one reorder event at the end."""
+    """Put the layer list in ``order`` (every layer once), one reorder event at the end,
+    none when it already is (napari re-lays its scene out on each)."""
+    moved = False
     with layers.events.reordered.blocker():
         for i, layer in enumerate(order):
             src = layers.index(layer)
             if src != i:
                 layers.move(src, i)
-    layers.events.reordered(value=layers)
+                moved = True
+    if moved:
+        layers.events.reordered(value=layers)
 
 
 def _hw(layer: Any) -> tuple[int, int]:

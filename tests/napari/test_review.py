@@ -133,6 +133,30 @@ def test_grid_panes_are_titled_with_their_map_and_pxap(review):
     assert not viewer.grid.enabled and not errors
 
 
+def test_the_grid_keeps_its_views_when_it_comes_back_and_the_difference_joins(review):
+    """napari rebuilds every pane's view and cameras when its grid changes shape (hundreds
+    of ms): shown again, or with the difference's pane added, the grid keeps its shape."""
+    panel, viewer, errors = review
+    panel.methods.value = ["gradcampp", "layercam", "pixelcam"]
+    panel.run_maps(wait=True)
+    canvas = viewer.window._qt_viewer.canvas
+    panel.grid.value = True
+    panel.wait()
+    views, shape = canvas.grid, tuple(viewer.grid.shape)
+    assert shape[0] * shape[1] >= 5  # image, 3 maps, room for the difference
+    panel.grid.value = False
+    panel.wait()
+    assert not viewer.grid.enabled
+    panel.grid.value = True
+    panel.wait()
+    assert canvas.grid is views
+    panel.diff_button.native.click()
+    panel.wait()
+    assert "pixelcam - gradcampp [synthetic malignant]" in panel.view.titles()
+    assert tuple(viewer.grid.shape) == shape and canvas.grid is views
+    assert sum(ly.visible for ly in panel.view.panes()) == 5 and not errors
+
+
 # ---------------------------------------------------------------------- points
 def test_point_colours_follow_labels_toggle_and_undo(review, qtbot):
     from napari.utils.colormaps.standardize_color import transform_color
