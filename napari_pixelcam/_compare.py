@@ -190,7 +190,8 @@ class MapView:
             visible = ly.metadata[common.MAP_KEY] == method
             if ly.visible != visible:
                 ly.visible = visible
-            _colorbar(ly, visible)
+            if visible:
+                colorbar_on(ly)
         self._refresh_outline()
         self._mask_on_top(maps)
         return method
@@ -513,7 +514,7 @@ class MapView:
             steps = [lambda: self.viewer.add_image(
                 diff, name=name, scale=pix.scale, translate=pix.translate, visible=False,
                 metadata=meta, **ov.layer_kwargs("difference"),
-            )]  # fmt: skip
+            ), lambda: colorbar_on(self.viewer.layers[name])]  # fmt: skip
         if self.grid_on:
             steps.append(lambda: self.set_grid(True))
         else:
@@ -563,14 +564,15 @@ def _tissue_on(
     return io.to_rgb_uint8(region)[..., :3]
 
 
-def _colorbar(layer: Any, visible: bool) -> None:
-    """A map's colour bar (napari's layer colour bar overlay)."""
+def colorbar_on(layer: Any) -> None:
+    """A map's colour bar (napari's layer colour bar overlay) on. It stays on: napari draws
+    only the bars of visible layers, and making a bar costs 100-250 ms (its text visuals),
+    so the panel makes each in its own event-loop turn once a map is added."""
     bar = layer.colorbar
-    if visible:
+    if not bar.visible:
         bar.size = (14, 130)
         bar.font_size = 9
-    if bar.visible != visible:
-        bar.visible = visible
+        bar.visible = True
 
 
 def _reorder(layers: Any, order: list[Any]) -> None:

@@ -45,7 +45,7 @@ from napari_pixelcam import _microns as microns
 from napari_pixelcam import _overlays as ov
 from napari_pixelcam import _provenance as prov
 from napari_pixelcam import _regions
-from napari_pixelcam._compare import OUTLINE_KEY, MapView
+from napari_pixelcam._compare import OUTLINE_KEY, MapView, colorbar_on
 from napari_pixelcam._points import BG, FG, PointEditor, is_label_layer
 from napari_pixelcam._reader import prefer_reader
 from napari_pixelcam._session import Selection, devices, session_for
@@ -490,12 +490,17 @@ class PixelCAMPanel(Container):
                 continue
             args = (m, name, meta, scale, translate, method, catalogue)
             steps.append(lambda args=args: self._add_map_layer(args))
+            steps.append(lambda name=name: self._colorbar_on(name))  # a turn of its own
         self._show_result(result, info)
         self._adding = True
         common.in_turns([*steps, self._maps_added])
 
     def _add_map_layer(self, args: tuple) -> None:
         self.viewer.add_layer(_map_layer(*args))
+
+    def _colorbar_on(self, name: str) -> None:
+        if name in self.viewer.layers:
+            colorbar_on(self.viewer.layers[name])
 
     def _maps_added(self) -> None:
         """The maps are in: the outline layer next (one more layer), then one map shown."""

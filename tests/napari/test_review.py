@@ -104,6 +104,12 @@ def test_keys_step_through_the_maps(review):
     assert shown() == ["pixelcam"]
     bound["."](viewer)
     assert shown() == ["cam"] and panel.shown_map.value == "cam"  # wraps around
+    # every map's colour bar was made when it was added; napari draws the shown map's only
+    canvas = viewer.window._qt_viewer.canvas
+    bars = {ly.metadata["pixelcam_method"]: canvas._layer_overlay_to_visual[ly][ly.colorbar]
+            for ly in viewer.layers if "pixelcam_method" in ly.metadata}  # fmt: skip
+    assert {m: bar.node.visible for m, bar in bars.items()} == {
+        "cam": True, "layercam": False, "pixelcam": False}  # fmt: skip
     bound[","](viewer)
     assert shown() == ["pixelcam"]
     assert not errors
