@@ -440,6 +440,7 @@ class PixelCAMPanel(Container):
         comes from the checkpoint the session's rule names; the class shown (and explained
         by the class-specific maps) is the classifier's (:attr:`Selection.classifier`)."""
         from pixelcam.inference import predict_maps
+        from pixelcam.models import checkpoint_eval_size
 
         session = self.session
         yield ("progress", 0, 4, "loading models")
@@ -447,7 +448,7 @@ class PixelCAMPanel(Container):
         classifier = selection.classifier
         model, meta = session.load(classifier, selection.device)
         names = meta.get("class_names")
-        size = int(meta.get("eval_size", 224))
+        size = checkpoint_eval_size(meta)
         by_model: dict[str, list[str]] = {}
         for method, path in session.map_sources(selection).items():
             by_model.setdefault(path, []).append(method)
@@ -457,7 +458,7 @@ class PixelCAMPanel(Container):
         maps = dict(result.maps)
         for path, wanted in by_model.items():
             other, other_meta = session.load(path, selection.device)
-            side = int(other_meta.get("eval_size", size))
+            side = checkpoint_eval_size(other_meta, default=size)
             maps.update(predict_maps(other, data, wanted, size=side, target=result.pred).maps)
         maps = {m: maps[m] for m in selection.maps}
         yield ("progress", 2, 4, "scoring")

@@ -357,13 +357,14 @@ class SeparabilityWidget(QWidget):
             pixel_labels_from_points,
         )
         from pixelcam.inference import predict_maps
+        from pixelcam.models import checkpoint_eval_size
 
         total = 3 * len(models) + 1
         results = {}
         for i, (key, name, path) in enumerate(models):
             yield (3 * i, total, f"{name}: loading the model")
             model, meta = self.session.load(path, device)
-            side = size or int(meta.get("eval_size", 224))
+            side = size or checkpoint_eval_size(meta)
             yield (3 * i + 1, total, f"{name}: features")
             feats = predict_maps(model, data, [], size=side).features
             grid = feats.shape[1:]

@@ -398,12 +398,13 @@ class LiveMaps:
 
     def _job(self, level_data, level, box, selection, signature, skip, index, sides):
         """Worker-thread part: models, then the missing tiles of the view, one at a time."""
+        from pixelcam.models import checkpoint_eval_size
         from pixelcam.slide.region import iter_region_tiles
 
         tile, overlap = sides  # read on the main thread: no widget access here
         found = self.session.models_for(selection)  # the session's rule and cache
         models = {m: model for m, (model, _) in found.items()}
-        inputs = {m: int(meta.get("eval_size", 224)) for m, (_, meta) in found.items()}
+        inputs = {m: checkpoint_eval_size(meta) for m, (_, meta) in found.items()}
         tiles = iter_region_tiles(
             models, level_data, box, list(selection.maps), tile=tile, overlap=overlap,
             model_input=inputs, min_tissue=self.min_tissue if _is_rgb(level_data) else 0.0,
