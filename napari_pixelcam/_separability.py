@@ -107,6 +107,7 @@ class SeparabilityWidget(QWidget):
         self._build_layout()
         self.compute_button.clicked.connect(lambda: self.compute())
         self._pending = False  # Compute pressed while the libraries were still loading
+        self._showing = False  # a result's layers and plot being added, one per turn
         self.baseline_edit.editingFinished.connect(self._commit)
         self.pixelcam_edit.editingFinished.connect(self._commit)
         self.session.events.connect(self._from_session)  # held weakly by the session
@@ -274,7 +275,7 @@ class SeparabilityWidget(QWidget):
 
     @property
     def busy(self) -> bool:
-        return self._worker is not None or self._pending
+        return self._worker is not None or self._pending or self._showing
 
     def wait(self, timeout: float = 300.0) -> None:
         """Process Qt events until the running computation ends (or ``timeout`` seconds)."""
@@ -400,6 +401,10 @@ class SeparabilityWidget(QWidget):
 
     def _on_finished(self) -> None:
         self._worker = None
+        if not self._showing:  # else once the result is shown
+            self._ready_again()
+
+    def _ready_again(self) -> None:
         try:
             self.compute_button.setEnabled(True)
             self.progress.setVisible(False)
@@ -412,45 +417,74 @@ class SeparabilityWidget(QWidget):
 
     # ------------------------------------------------------------------ results
     def _show(self, results: dict[str, dict], context: dict[str, Any]) -> None:
+        """One points layer per model, then the text and the plot, each in its own
+        event-loop turn (a points layer costs napari 100-200 ms to add); :attr:`busy` until
+        the plot is drawn."""
+        last = list(results)[-1]  # one layer shown at a time (they share the cell centres)
+        failed: list[str] = []
+
+        def guarded(step: Any) -> None:
+            if failed:
+                return
+            try:
+                step()
+            except Exception as exc:  # never let an exception escape into Qt's event loop
+                failed.append(str(exc))
+                self._error(f"cannot show the result: {exc}")
+
+        def finish() -> None:
+            guarded(lambda: self._summarise(results, context))
+            self._showing = False
+            if self._worker is None:
+                self._ready_again()
+
+        self._showing = True
+        steps = [lambda k=k: guarded(lambda: self._add_points(k, results[k], context, k == last))
+                 for k in results]  # fmt: skip
+        common.in_turns([*steps, finish], prefix="PixelCAM separability")
+
+    def _add_points(self, key: str, res: dict, context: dict[str, Any], visible: bool) -> None:
+        """A model's labelled feature pixels as a points layer at their cell centres, the
+        t-SNE coordinates and labels in its features (``res["layer"]``)."""
         import pandas as pd
 
         from pixelcam.embedding import feature_cell_centres
 
         image = context["image"]
         factor = np.asarray(context["factor"], dtype=np.float64)
-        last = list(results)[-1]  # one layer shown at a time (they share the cell centres)
-        for key, res in results.items():
-            emb = res["embedding"]
-            centres = feature_cell_centres(emb.rows, emb.cols, emb.feature_hw, context["image_hw"])
-            centres = (centres + 0.5) * factor - 0.5  # this pyramid level -> level-0 pixels
-            name = tsne_layer_name(res["name"])
-            if name in self.viewer.layers:
-                self.viewer.layers.remove(name)
-            cell = float(np.min(np.asarray(context["image_hw"]) * factor / emb.feature_hw))
-            features = pd.DataFrame(
-                {
-                    "tsne_x": emb.xy[:, 0],
-                    "tsne_y": emb.xy[:, 1],
-                    "label": emb.labels.astype(np.int64),
-                    "model": res["name"],
-                    "row": emb.rows,
-                    "col": emb.cols,
-                }
-            )
-            res["layer"] = self.viewer.add_points(
-                centres,
-                features=features,
-                name=name,
-                size=max(cell * 0.35, 1.0),
-                face_color=[common.POINT_COLORS[int(lab == 1)] for lab in emb.labels],
-                border_color=NO_BORDER,
-                border_width=0.3,
-                opacity=0.85,
-                visible=key == last,
-                scale=tuple(image.scale[-2:]),
-                translate=tuple(image.translate[-2:]),
-                metadata={TSNE_METADATA: key, "pixelcam_source": context["source"]},
-            )
+        emb = res["embedding"]
+        centres = feature_cell_centres(emb.rows, emb.cols, emb.feature_hw, context["image_hw"])
+        centres = (centres + 0.5) * factor - 0.5  # this pyramid level -> level-0 pixels
+        name = tsne_layer_name(res["name"])
+        if name in self.viewer.layers:
+            self.viewer.layers.remove(name)
+        cell = float(np.min(np.asarray(context["image_hw"]) * factor / emb.feature_hw))
+        features = pd.DataFrame(
+            {
+                "tsne_x": emb.xy[:, 0],
+                "tsne_y": emb.xy[:, 1],
+                "label": emb.labels.astype(np.int64),
+                "model": res["name"],
+                "row": emb.rows,
+                "col": emb.cols,
+            }
+        )
+        res["layer"] = self.viewer.add_points(
+            centres,
+            features=features,
+            name=name,
+            size=max(cell * 0.35, 1.0),
+            face_color=[common.POINT_COLORS[int(lab == 1)] for lab in emb.labels],
+            border_color=NO_BORDER,
+            border_width=0.3,
+            opacity=0.85,
+            visible=visible,
+            scale=tuple(image.scale[-2:]),
+            translate=tuple(image.translate[-2:]),
+            metadata={TSNE_METADATA: key, "pixelcam_source": context["source"]},
+        )
+
+    def _summarise(self, results: dict[str, dict], context: dict[str, Any]) -> None:
         self.last_result = results
         parts = [f"J {res['name']} = {res['embedding'].j:.3f}" for res in results.values()]
         first = next(iter(results.values()))["embedding"]
