@@ -223,10 +223,11 @@ def balance_docks(widget: Any) -> None:
 
 # ---------------------------------------------------------------------- workers
 def in_turns(steps: Sequence[Callable[[], Any]], prefix: str = "PixelCAM") -> None:
-    """Run ``steps`` one per turn of the Qt event loop (a 0 ms single-shot timer each):
+    """Run ``steps`` one per turn of the Qt event loop (a 1 ms single-shot timer each):
     the loop paints and handles input between two steps, so a long series of layer
     changes never freezes the viewer. A step that raises becomes an error notification;
-    the next ones still run."""
+    the next ones still run. (Not 0 ms: Qt runs a 0 ms timer queued by a 0 ms timer in
+    the same pass, before input, paint and other timers: two steps as one block.)"""
     from qtpy.QtCore import QTimer
 
     todo = list(steps)
@@ -240,9 +241,13 @@ def in_turns(steps: Sequence[Callable[[], Any]], prefix: str = "PixelCAM") -> No
         except Exception as exc:  # noqa: BLE001 - nothing may escape into Qt
             notify("error", f"{prefix}: {type(exc).__name__}: {exc}")
         if todo:
-            QTimer.singleShot(0, run)
+            QTimer.singleShot(TURN_MS, run)
 
-    QTimer.singleShot(0, run)
+    QTimer.singleShot(TURN_MS, run)
+
+
+#: the delay between two of :func:`in_turns`'s steps
+TURN_MS = 1
 
 
 #: the docks start their workers (torch's import holds Python's lock for long stretches)

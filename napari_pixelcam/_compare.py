@@ -461,12 +461,19 @@ class MapView:
         every removal, a long freeze; the next grid updates them), the other layers shown
         again in their places, then one map."""
         steps: list[Callable[[], Any]] = [self._disable_grid]
-        mine = {id(common.unwrap(ly)) for ly in self.maps()}
+        maps = self.maps()
+        mine = {id(common.unwrap(ly)) for ly in maps}
         for ly, visible in self._hidden:
             if visible and id(common.unwrap(ly)) not in mine:  # show() picks the map
                 steps.append(lambda ly=ly: self._set_visible(ly, True))
         steps.append(lambda: self._one_map(reset))
+        # the other maps' colour bars back, one a turn (see _disable_grid)
+        steps += [lambda ly=ly: self._colorbar_back(ly) for ly in maps]
         return steps
+
+    def _colorbar_back(self, layer: Any) -> None:
+        if layer in self.viewer.layers:
+            colorbar_on(layer)
 
     def _disable_grid(self) -> None:
         """The panes hidden and the grid off in one scene update (napari's batch: one
@@ -478,6 +485,10 @@ class MapView:
             for pane in panes:
                 if pane.visible:
                     pane.visible = False
+            # napari dropped the hidden maps' colour bars in the grid and would make them
+            # all again now (tens of ms each): they come back one per turn instead
+            for layer in self.maps():
+                layer.colorbar.visible = False
             self.viewer.grid.enabled = False
         self.grid_on = False
         order = [ly for ly in self._order if ly in layers]

@@ -153,6 +153,7 @@ def test_the_grid_keeps_its_views_when_it_comes_back_and_the_difference_joins(re
     panel.grid.value = False
     panel.wait()
     assert not viewer.grid.enabled
+    assert all(ly.colorbar.visible for ly in panel.view.maps())  # back, one per turn
     panel.grid.value = True
     panel.wait()
     assert canvas.grid is views

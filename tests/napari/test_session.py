@@ -358,3 +358,31 @@ def test_warm_up_runs_each_item_once_after_the_catalogue():
     assert s.catalogue is not None and ran == ["x"] and s.is_warm()
     s.warm_up(lambda job, done, fail: done(job()))  # nothing left to do
     assert ran == ["x"]
+
+
+def test_in_turns_lets_the_event_loop_run_between_two_steps(qtbot):
+    """A timer that came due during one step fires before the next step starts (input and
+    paint get in between), and a failing step is a notification, not the end."""
+    import time
+
+    from qtpy.QtCore import QTimer
+
+    beats, log = [], []
+    heartbeat = QTimer()
+    heartbeat.setInterval(5)
+    heartbeat.timeout.connect(lambda: beats.append(time.perf_counter()))
+    heartbeat.start()
+
+    def step(name: str) -> None:
+        log.append((name, "start", len(beats)))
+        time.sleep(0.06)
+        log.append((name, "end", len(beats)))
+        if name == "b":
+            raise RuntimeError("b failed")
+
+    _common.in_turns([lambda: step("a"), lambda: step("b"), lambda: step("c")])
+    qtbot.waitUntil(lambda: len(log) == 6, timeout=5000)
+    heartbeat.stop()
+    assert [(n, e) for n, e, _ in log] == [(n, e) for n in "abc" for e in ("start", "end")]
+    for (_, _, end), (_, _, start) in zip(log[1::2], log[2::2]):
+        assert start > end  # a beat between the end of one step and the start of the next
