@@ -394,3 +394,4 @@ def test_recipe_button_fills_the_form_from_the_recipe_registry(dock):
     assert (s["sampler"], s["bg_fraction"]) == (student["sampler"], student["bg_fraction"])
     args = _parse(build_train_command({**s, "out": "run", "data_root": ".", "teacher": "."}))
     assert (args.sampler, args.bg_fraction) == (student["sampler"], student["bg_fraction"])
+    assert args.lr_step == student["lr_step"] == 6

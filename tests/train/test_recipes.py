@@ -126,3 +126,15 @@ def test_cli_bg_fraction_reaches_the_config(captured: dict[str, Any], tmp_path: 
     assert (captured["config"].sampler, captured["config"].bg_fraction) == ("extremes", 0.05)
     with pytest.raises(SystemExit):  # argparse refuses it: nothing to sample from
         cli(argv[:-1] + ["0"])
+
+
+def test_glas_student_steps_its_lr_down_unless_told_otherwise() -> None:
+    student = TrainConfig(out="x", dataset="glas", data_root="r", phase="pixelcam")
+    assert apply_recipe(student, given=set())["lr_step"] == 6 and student.lr_step == 6
+    assert (student.sampler, student.bg_fraction, student.epochs) == ("extremes", 0.05, 12)
+    told = TrainConfig(out="x", dataset="glas", data_root="r", phase="pixelcam")
+    apply_recipe(told, given={"lr_step"})
+    assert told.lr_step is None  # a constant lr, as given
+    teacher = TrainConfig(out="x", dataset="glas", data_root="r")
+    apply_recipe(teacher, given=set())
+    assert teacher.lr_step is None and teacher.epochs == 30
