@@ -139,6 +139,8 @@ def _scale_to_uint8(data: np.ndarray) -> np.ndarray:
             return (data >> 8).astype(np.uint8)
         return np.round(data.astype(np.float64) * (255.0 / top)).astype(np.uint8)
     if np.issubdtype(data.dtype, np.floating):
+        if not np.isfinite(data).any():
+            raise ValueError("no finite pixel values (every pixel is NaN or infinite)")
         data = np.nan_to_num(data.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
         lo, hi = float(data.min()), float(data.max())
         if lo >= 0.0 and hi <= 1.0:
@@ -160,7 +162,8 @@ def to_rgb_uint8(data: np.ndarray, name: str = "image") -> np.ndarray:
 
     Rules: ``uint16`` ``>> 8``; other integers clipped at 0 and kept if <= 255, ``>> 8`` if
     <= 65535, else rescaled by the maximum; floats in [0, 1] times 255, floats in [0, 255]
-    kept, anything else min-max rescaled (NaN -> 0); 1 channel replicated; 2 channels
+    kept, anything else min-max rescaled (NaN -> 0; an image with no finite
+    pixel at all is refused); 1 channel replicated; 2 channels
     (gray + alpha) and 4 channels (RGBA) composited on white. ``name`` is used in errors.
     """
     data = np.asarray(data)

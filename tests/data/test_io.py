@@ -154,6 +154,14 @@ def test_tiff_float_wide_range_rescaled(tmp_path):
     assert np.all(np.diff(out.ravel()[1:].astype(int)) >= 0)  # order kept
 
 
+@pytest.mark.parametrize("fill", [np.nan, np.inf])
+def test_tiff_with_no_finite_pixel_is_refused(tmp_path, fill):
+    p = tmp_path / "blank.tif"
+    tifffile.imwrite(p, np.full((9, 13, 3), fill, np.float32))
+    with pytest.raises(InputError, match="no finite pixel"):
+        read_image(p)
+
+
 def test_tiff_single_page_stack_accepted(tmp_path):
     p = tmp_path / "one.tif"
     tifffile.imwrite(p, GRAY8[None])
