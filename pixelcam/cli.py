@@ -342,7 +342,12 @@ def _add_predict(sub: Any) -> None:
     p.add_argument("checkpoint")
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("--out", required=True)
-    p.add_argument("--methods", default="pixelcam")
+    p.add_argument(
+        "--methods",
+        default=None,
+        help="comma-separated map methods (default: pixelcam for a model with a pixel head, "
+        "else every map the model supports)",
+    )
     p.add_argument(
         "--size",
         type=_input_size,
@@ -529,6 +534,13 @@ def _explicit_options(argv: Sequence[str]) -> set[str]:
     return {k for k, v in vars(args).items() if v is not argparse.SUPPRESS} - {"command"}
 
 
+def _own_map(model: Any) -> str | None:
+    """``pixelcam`` where the model has a pixel head; None (every map) otherwise."""
+    from pixelcam.cams import get_method
+
+    return "pixelcam" if get_method("pixelcam").applies(model) else None
+
+
 def _methods(text: str | None, model: Any) -> list[str]:
     from pixelcam.cams import available_methods, get_method
 
@@ -541,7 +553,10 @@ def _methods(text: str | None, model: Any) -> list[str]:
         except (KeyError, ValueError) as exc:
             raise InputError(f"unknown map method {name!r}") from exc
         if not method.applies(model):
-            raise InputError(f"map method {name!r} does not apply to this checkpoint")
+            raise InputError(
+                f"map method {name!r} does not apply to this checkpoint (its maps: "
+                f"{', '.join(available_methods(model))})"
+            )
     return names
 
 
@@ -690,7 +705,7 @@ def _predict_files(args: argparse.Namespace, scheduler: Any) -> int:
     device = resolve_device("auto" if cluster else args.device)
     tiled_device = (None if args.device == "auto" else args.device) if cluster else device
     model, meta = load_checkpoint(args.checkpoint, device=device)
-    methods = _methods(args.methods, model)
+    methods = _methods(args.methods or _own_map(model), model)
     out = _output_folder(Path(args.out))
     jobs = _prediction_jobs(args.inputs, out)
     names = meta.get("class_names") or [str(i) for i in range(model.num_classes)]

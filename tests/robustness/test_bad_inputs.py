@@ -109,11 +109,10 @@ def tiny_model(tiny_checkpoint):
     "data",
     [
         np.where(np.eye(32, dtype=bool), np.nan, 0.5).astype(np.float32),
-        np.where(np.eye(32, dtype=bool), np.inf, -np.inf).astype(np.float32),
-        np.full((32, 32, 3), np.nan, np.float32),
+        np.where(np.eye(32, dtype=bool), np.inf, 0.5).astype(np.float32),
         np.random.default_rng(0).integers(0, 256, (32, 40, 4), dtype=np.uint8),  # CMYK-like
     ],
-    ids=["nan", "inf", "all-nan", "4-channels"],
+    ids=["nan", "inf", "4-channels"],
 )
 def test_predict_maps_of_non_finite_and_4_channel_arrays(tiny_model, data):
     from pixelcam.inference import predict_maps
@@ -123,6 +122,20 @@ def test_predict_maps_of_non_finite_and_4_channel_arrays(tiny_model, data):
         assert m.shape == data.shape[:2] and np.isfinite(m).all()
         assert 0.0 <= m.min() <= m.max() <= 1.0
     assert np.isfinite(res.probs).all()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [np.where(np.eye(32, dtype=bool), np.inf, -np.inf).astype(np.float32),
+     np.full((32, 32, 3), np.nan, np.float32)],
+    ids=["all-inf", "all-nan"],
+)  # fmt: skip
+def test_predict_maps_refuses_an_array_with_no_finite_pixel(tiny_model, data):
+    from pixelcam.errors import InputError
+    from pixelcam.inference import predict_maps
+
+    with pytest.raises(InputError, match="no finite pixel"):
+        predict_maps(tiny_model, data, ["pixelcam"], size=32)
 
 
 @pytest.mark.parametrize(

@@ -154,3 +154,29 @@ def test_maps_written_inside_the_input_folder_are_not_read_back(
         rc, stdout, err = _predict(capsys, tiny_checkpoint, src, out=out)
         assert rc == 0, err
     assert sorted(p.name for p in out.rglob("*.tif")) == ["a_pixelcam.tif"]
+
+
+def test_without_methods_a_baseline_checkpoint_writes_every_map_it_has(tmp_path, capsys):
+    """The default map is PixelCAM's where the model has a pixel head; a baseline (no pixel
+    head) gets all its CAMs instead of an error, and asking it for pixelcam names them."""
+    from pixelcam.models import build_model, save_checkpoint
+
+    model = build_model("test_resnet", num_classes=2, head="gap", pixel_head=None)
+    stem = tmp_path / "base"
+    save_checkpoint(model, stem, {"class_names": ["benign", "malignant"], "eval_size": 32})
+    image = _png(tmp_path / "in" / "a.png", 0)
+    rc, _, _ = _predict(capsys, stem, image, out=tmp_path / "out")
+    assert rc == 0
+    written = sorted(p.name for p in (tmp_path / "out").glob("*.tif"))
+    assert "a_layercam.tif" in written and "a_pixelcam.tif" not in written
+    rc, _, err = _predict(capsys, stem, image, out=tmp_path / "o2", extra=("--methods", "pixelcam"))
+    assert rc == 2 and "layercam" in err and "pixelcam" in err
+
+
+def test_without_methods_a_pixelcam_checkpoint_writes_its_pixelcam_map(
+    tiny_checkpoint, tmp_path, capsys
+):
+    image = _png(tmp_path / "in" / "a.png", 0)
+    rc, _, _ = _predict(capsys, tiny_checkpoint, image, out=tmp_path / "out")
+    assert rc == 0
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.tif")) == ["a_pixelcam.tif"]
