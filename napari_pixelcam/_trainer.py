@@ -393,6 +393,11 @@ def _spin(value: int, lo: int, hi: int) -> QSpinBox:
     return box
 
 
+#: model fields a phase that starts from its teacher takes from the teacher run
+TEACHER_FIELDS = ("backbone", "weights", "weights_file", "head")
+FIELD_TIPS = {"backbone": "a timm model name; the list holds the documented ones"}
+
+
 def _set_row_visible(form: QFormLayout, field: QWidget, visible: bool) -> None:
     label = form.labelForField(field)
     field.setVisible(visible)
@@ -499,7 +504,8 @@ class TrainerWidget(QWidget):
         f: dict[str, QWidget] = {}
         for key in (*CATALOGUE_FIELDS, "phase", "device", "weights", "teacher_checkpoint"):
             f[key] = self._choice_box(key)
-        f["backbone"].setToolTip("a timm model name; the list holds the documented ones")
+        for key, tip in FIELD_TIPS.items():
+            f[key].setToolTip(tip)
         f["data_root"] = PathEdit("dir", placeholder="synthetic: generated in the run folder")
         f["fold"] = _spin(0, -1, 99)
         f["fold"].setSpecialValueText("none")
@@ -649,6 +655,7 @@ class TrainerWidget(QWidget):
         _set_row_visible(self._model_form, f["weights_file"], f["weights"].currentText() == "file")
         phase = f["phase"].currentText()
         self.pixelcam_box.setVisible(phase in teacher_phases())
+        self._from_teacher(phase in teacher_phases())
         pixel = phase in pixel_head_phases()
         self.pixelcam_box.setTitle("PixelCAM (phase 2)" if pixel else f"{phase.upper()} seeds")
         _set_row_visible(self._pixelcam_form, f["lam"], pixel)
@@ -662,6 +669,20 @@ class TrainerWidget(QWidget):
             self.recipe_button.setText(f"Use the {dataset} recipe for {phase}")
             self.recipe_button.setToolTip(f"{RECIPES.entry(dataset).help}\n{told}")
         _set_row_visible(self._advanced_form, f["synthetic_size"], synthetic)
+
+    def _from_teacher(self, seeded: bool) -> None:
+        """A phase that starts from its teacher trains the teacher's backbone, weights and
+        head whatever the form says: those fields are greyed out and say so."""
+        for key in TEACHER_FIELDS:
+            field = self.fields[key]
+            field.setEnabled(not seeded)
+            label = self._model_form.labelForField(field)
+            if label is not None:
+                label.setEnabled(not seeded)
+            if seeded:
+                field.setToolTip("taken from the teacher run in this phase")
+            else:
+                field.setToolTip(FIELD_TIPS.get(key, ""))
 
     # ------------------------------------------------------------------ settings
     def use_recipe(self) -> dict[str, Any]:

@@ -395,3 +395,20 @@ def test_recipe_button_fills_the_form_from_the_recipe_registry(dock):
     args = _parse(build_train_command({**s, "out": "run", "data_root": ".", "teacher": "."}))
     assert (args.sampler, args.bg_fraction) == (student["sampler"], student["bg_fraction"])
     assert args.lr_step == student["lr_step"] == 6
+
+
+def test_teacher_phases_grey_out_the_model_fields_they_take_from_the_teacher(dock):
+    """PixelCAM and NEGEV train the teacher's backbone, weights and head
+    (``SeededPhase.from_teacher``): the form must not suggest otherwise."""
+    from napari_pixelcam._trainer import TEACHER_FIELDS
+
+    widget, _, _ = dock
+    f = widget.fields
+    for phase, seeded in (("pixelcam", True), ("baseline", False), ("negev", True),
+                          ("unet", False)):  # fmt: skip
+        widget.set_settings(phase=phase)
+        widget._update_visibility()
+        for key in TEACHER_FIELDS:
+            assert f[key].isEnabled() is not seeded, (phase, key)
+            assert ("teacher" in f[key].toolTip()) is seeded, (phase, key)
+    assert "timm" in f["backbone"].toolTip()
