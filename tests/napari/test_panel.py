@@ -197,8 +197,9 @@ def test_nan_and_stack_images_give_a_notification(panel_and_viewer):
     layer = viewer.add_image(nan, name="nan")
     panel.image_combo.value = layer
     panel.methods.value = ["pixelcam"]
-    panel.run_maps(wait=True)  # NaN pixels read as 0: a (blank) map, no crash
-    assert "pixelcam [nan]" in viewer.layers
+    panel.run_maps(wait=True)  # nothing to map: one message, no layer, no crash
+    assert "no finite pixel" in errors[-1] and "pixelcam [nan]" not in viewer.layers
+    assert panel.run_button.enabled
 
 
 def test_panel_lists_come_from_the_registries(panel_and_viewer):

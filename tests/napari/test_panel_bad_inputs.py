@@ -29,7 +29,7 @@ def _with(*values: tuple, shape=(64, 64)) -> np.ndarray:
 CASES = {
     "nan": (_with((np.s_[:10], np.nan)), False, None),
     "inf": (_with((np.s_[:10], np.inf), (np.s_[20:30], -np.inf)), False, None),
-    "all-nan": (np.full((64, 64), np.nan, np.float32), False, None),
+    "all-nan": (np.full((64, 64), np.nan, np.float32), False, "no finite pixel"),
     "nan-rgb": (_with((np.s_[5:9, :, 1], np.nan), shape=(64, 64, 3)), True, None),
     "cmyk-like-uint8": (_RNG.integers(0, 256, (64, 64, 4), dtype=np.uint8), True, None),
     "4-d": (np.zeros((2, 3, 64, 64), np.float32), False, "expected a 2-D"),
