@@ -213,6 +213,14 @@ class Bench:
         camera = self.viewer.camera
         camera.center = (camera.center[0] + 10.0, camera.center[1] + 10.0)
 
+    def add_layer(self) -> None:
+        """A reference: napari adds one 512-px map-like layer, no plugin code involved
+        (the floor of any step that adds a layer)."""
+        import numpy as np
+
+        data = np.random.default_rng(0).random((512, 512), dtype=np.float32)
+        self.viewer.add_image(data, name="reference", colormap="magma", blending="additive")
+
     def tsne(self) -> None:
         self.sep._refresh()
         combo = self.sep.label_combo
@@ -245,6 +253,8 @@ class Bench:
         self.step("t-SNE", p, self.tsne, lambda: not self.sep.busy)
         self.step("training start", p, lambda: self.train(p), self.trained, 600)
         self.step("pan the view (napari alone)", p, self.pan)
+        self.step("add a 512 px layer (napari alone)", p, self.add_layer)
+        self.viewer.layers.remove("reference")
         self.trainer.wait(300)
         self.step(f"open a {self.big_side} px image", p, self.open_big)
         self.step(f"{self.big_side} px image maps", p, self.big_maps, self.maps_done)
