@@ -162,9 +162,9 @@ def to_rgb_uint8(data: np.ndarray, name: str = "image") -> np.ndarray:
 
     Rules: ``uint16`` ``>> 8``; other integers clipped at 0 and kept if <= 255, ``>> 8`` if
     <= 65535, else rescaled by the maximum; floats in [0, 1] times 255, floats in [0, 255]
-    kept, anything else min-max rescaled (NaN -> 0; an image with no finite
-    pixel at all is refused); 1 channel replicated; 2 channels
-    (gray + alpha) and 4 channels (RGBA) composited on white. ``name`` is used in errors.
+    kept, anything else min-max rescaled (NaN -> 0; an image with no finite pixel at all
+    is refused); 1 channel replicated; 2 channels (gray + alpha) and 4 channels (RGBA)
+    composited on white. ``name`` is used in errors.
     """
     data = np.asarray(data)
     if data.ndim == 3 and data.shape[-1] > 4 and data.shape[0] in (1, 3, 4):

@@ -80,7 +80,7 @@ def test_setters_normalise_and_emit_once_per_change(tmp_path):
 
 def test_image_is_held_weakly_and_announced():
     class Layer:
-        pass
+        """Stands in for a napari layer: the session only holds it (weakly)."""
 
     s = Session()
     seen = _recorder(s)
@@ -96,7 +96,7 @@ def test_image_is_held_weakly_and_announced():
 
 def test_one_session_per_viewer_gone_with_the_viewer():
     class Viewer:
-        pass
+        """Stands in for a napari viewer: only its identity and lifetime matter here."""
 
     a, b = Viewer(), Viewer()
     assert session_for(a) is session_for(a) is not session_for(b)
