@@ -386,3 +386,40 @@ def test_in_turns_lets_the_event_loop_run_between_two_steps(qtbot):
     assert [(n, e) for n, e, _ in log] == [(n, e) for n in "abc" for e in ("start", "end")]
     for (_, _, end), (_, _, start) in zip(log[1::2], log[2::2]):
         assert start > end  # a beat between the end of one step and the start of the next
+
+
+def test_unit_registry_built_off_thread_is_installed_only_while_napari_has_none():
+    """The registry built in the warm-up becomes pint's application registry (napari's
+    first layer then parses no unit definitions, and its units come from it) only while
+    napari has not initialised the lazy default; once it has, nothing is swapped (units
+    of two registries do not mix). In a fresh process: pint's registry is process-wide."""
+    code = """
+import numpy as np, pint
+import napari.layers
+from napari_pixelcam._common import install_unit_registry
+mine = pint.UnitRegistry(on_redefinition="raise")
+assert install_unit_registry(mine)
+layer = napari.layers.Image(np.zeros((8, 8), np.float32))
+assert pint.get_application_registry().get() is mine
+assert layer.units[0]._REGISTRY is mine
+assert not install_unit_registry(pint.UnitRegistry())
+assert pint.get_application_registry().get() is mine
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_unit_registry_is_left_alone_once_napari_used_its_own():
+    code = """
+import numpy as np, pint
+import napari.layers
+from napari_pixelcam._common import install_unit_registry
+napari.layers.Image(np.zeros((8, 8), np.float32))
+own = pint.get_application_registry().get()
+assert not install_unit_registry(pint.UnitRegistry())
+assert pint.get_application_registry().get() is own
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "ok", out.stderr[-2000:]
