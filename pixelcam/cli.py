@@ -706,10 +706,12 @@ def _predict_files(args: argparse.Namespace, scheduler: Any) -> int:
     tiled_device = (None if args.device == "auto" else args.device) if cluster else device
     model, meta = load_checkpoint(args.checkpoint, device=device)
     methods = _methods(args.methods or _own_map(model), model)
-    out = _output_folder(Path(args.out))
-    jobs = _prediction_jobs(args.inputs, out)
+    jobs, problems = _prediction_jobs(args.inputs, Path(args.out))
+    out = _output_folder(Path(args.out)) if jobs else Path(args.out)  # none: nothing made
     names = meta.get("class_names") or [str(i) for i in range(model.num_classes)]
-    failed: list[Path] = []
+    for text in problems:
+        print(f"pixelcam predict: error: {text}", file=sys.stderr, flush=True)
+    failed: list[Any] = list(problems)
     for path, base in jobs:
         try:
             line = _predict_one(
@@ -725,13 +727,14 @@ def _predict_files(args: argparse.Namespace, scheduler: Any) -> int:
         print(line, flush=True)
     if not failed:
         return 0
-    if len(jobs) > 1:
+    total = len(jobs) + len(problems)
+    if total > 1:
         print(
-            f"pixelcam predict: {len(failed)} of {len(jobs)} inputs failed (named above); "
-            f"maps of the other {len(jobs) - len(failed)} are in {out}",
+            f"pixelcam predict: {len(failed)} of {total} inputs failed (named above); "
+            f"maps of the other {total - len(failed)} are in {out}",
             file=sys.stderr,
         )
-    return EXIT_USAGE if len(failed) == len(jobs) else 1
+    return EXIT_USAGE if len(failed) == total else 1
 
 
 def _predict_one(
@@ -830,11 +833,15 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".svs", ".mr
                   ".vms", ".vmu", ".scn", ".bif", ".dcm", ".svslide"}  # fmt: skip
 
 
-def _collect_images(inputs: Sequence[str], out: Path | None = None) -> list[tuple[Path, PurePath]]:
+def _collect_images(
+    inputs: Sequence[str], out: Path | None = None
+) -> tuple[list[tuple[Path, PurePath]], list[str]]:
     """The image files of ``inputs`` (files, and folders searched recursively; files under
     ``out`` left out), each with its path relative to the folder given (a file: its name);
-    a file given twice counts once."""
+    a file given twice counts once. Also one message per input that gives no image (a
+    missing path, an empty folder): the others are still predicted."""
     found: list[tuple[Path, PurePath]] = []
+    problems: list[str] = []
     skip = out.resolve() if out is not None else None
     for item in inputs:
         p = Path(item)
@@ -845,12 +852,12 @@ def _collect_images(inputs: Sequence[str], out: Path | None = None) -> list[tupl
                 and not (skip is not None and skip in q.resolve().parents)
             )  # fmt: skip
             if not files:
-                raise InputError(f"no images in folder {p}")
+                problems.append(f"no images in folder {p}")
             found += [(q, PurePath(q.relative_to(p))) for q in files]
         elif p.is_file():
             found.append((p, PurePath(p.name)))
         else:
-            raise InputError(f"no such file or folder: {p}")
+            problems.append(f"no such file or folder: {p}")
     seen: set[Path] = set()
     unique = []
     for q, rel in found:
@@ -858,7 +865,7 @@ def _collect_images(inputs: Sequence[str], out: Path | None = None) -> list[tupl
         if key not in seen:
             seen.add(key)
             unique.append((q, rel))
-    return unique
+    return unique, problems
 
 
 def _stem(name: str) -> str:
@@ -869,13 +876,16 @@ def _stem(name: str) -> str:
     return PurePath(name).stem or name
 
 
-def _prediction_jobs(inputs: Sequence[str], out: Path) -> list[tuple[Path, PurePath]]:
-    """``(input, output base)`` pairs: the maps of an input are ``out/<base>_<method>.tif``.
+def _prediction_jobs(
+    inputs: Sequence[str], out: Path
+) -> tuple[list[tuple[Path, PurePath]], list[str]]:
+    """``(input, output base)`` pairs: the maps of an input are ``out/<base>_<method>.tif``
+    (and :func:`_collect_images`' messages of the inputs that gave no image).
     The base is the input's path relative to the folder given, without its extension; with
     it when two inputs share that stem (``a.png``, ``a.tif``); then, if still shared
     (``x/a.png``, ``y/a.png`` given as files), under the input's folder name; never two
     inputs with the same base."""
-    files = _collect_images(inputs, out)
+    files, problems = _collect_images(inputs, out)
     bases = [rel.parent / _stem(rel.name) for _, rel in files]
     bases = _unshared(bases, [rel for _, rel in files])
     bases = _unshared(bases, [PurePath(p.parent.name) / b for (p, _), b in zip(files, bases)])
@@ -887,7 +897,7 @@ def _prediction_jobs(inputs: Sequence[str], out: Path) -> list[tuple[Path, PureP
             name, k = base.with_name(f"{base.name}-{k}"), k + 1
         used.add(str(name).lower())
         jobs.append((path, name))
-    return jobs
+    return jobs, problems
 
 
 def _unshared(bases: list[PurePath], instead: list[PurePath]) -> list[PurePath]:

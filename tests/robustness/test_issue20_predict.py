@@ -82,6 +82,29 @@ def test_every_input_failing_exits_2(input_matrix, tiny_checkpoint, tmp_path, ca
     assert not list((tmp_path / "maps").iterdir())
 
 
+def test_a_missing_path_or_an_empty_folder_among_inputs_is_skipped_like_a_bad_file(
+    tiny_checkpoint, tmp_path, capsys
+):
+    """Was: an empty folder or a missing path anywhere among the inputs stopped the whole
+    command before any image (exit 2). Now each is named on stderr, the images are still
+    predicted (exit 1); and when no input gives an image, no output folder is made."""
+    good = _png(tmp_path / "in" / "good.png", 1)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    missing = tmp_path / "no such.png"
+    out = tmp_path / "maps"
+    rc, stdout, err = _predict(capsys, tiny_checkpoint, empty, good, missing, out=out)
+    assert rc == 1, err
+    lines = err.strip().splitlines()
+    assert lines[0] == f"pixelcam predict: error: no images in folder {empty}"
+    assert lines[1] == f"pixelcam predict: error: no such file or folder: {missing}"
+    assert "2 of 3 inputs failed" in lines[-1]
+    assert [p.name for p in out.iterdir()] == ["good_pixelcam.tif"] and "good" in stdout
+    out2 = tmp_path / "maps2"
+    rc, _, err = _predict(capsys, tiny_checkpoint, empty, missing, out=out2)
+    assert rc == 2 and "2 of 2 inputs failed" in err and not out2.exists()
+
+
 def test_inputs_sharing_a_stem_or_a_name_never_overwrite_each_other(
     tiny_checkpoint, tmp_path, capsys
 ):
