@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/glas_recipe.py --data-root ../shared/data/glas \\
         --folds-dir ../shared/data/glas-folds --runs runs/recipe --seeds 0 1 2 \\
         [--teachers layercam,gradcampp] [--train] [--out runs/recipe/table.json] \\
-        [--student "--lr-step 6"]
+        [--student "--lr-step 6"] [--against runs/other-variant]
 
 For each seed: a baseline run ``RUNS/base-s<seed>`` and, for each teacher map, a PixelCAM
 run ``RUNS/pix-<map>-s<seed>`` learning from that map, all with ``pixelcam train
@@ -13,7 +13,9 @@ there yet. Every B-LOC checkpoint is evaluated at its own eval size on the held-
 (valcl and valpx together, each image once: every GlaS image has a mask): the split's PxAP
 (one PR curve over all pixels, as the reference), valcl accuracy (CL), and a paired t-test
 of the per-image PxAP of PixelCAM against its teacher's map, per seed and over the
-images of all seeds pooled. Prints a Markdown table (RESULTS section 8).
+images of all seeds pooled. Prints a Markdown table (RESULTS section 8). With
+``--against OTHER`` (another variant's runs, students of the same teachers), also a paired
+test of each PixelCAM run against the same seed's run there: which variant is better.
 """
 
 from __future__ import annotations
@@ -98,7 +100,13 @@ def seed_row(seed: int, runs: Path, teachers: list[str], data: Any, valcl_ids: s
         delta = sum(x - y for x, y in zip(a, b)) / n
         row[t] = {"teacher": pxap[t], "pixelcam": s_pxap["pixelcam"], "cl": cl,
                   "teacher_per_image": sum(b) / n, "pixelcam_per_image": sum(a) / n,
-                  "delta": delta, "t": tt, "p": pp, "n": n}  # fmt: skip
+                  "delta": delta, "t": tt, "p": pp, "n": n,
+                  "images": {i: [x, y] for i, x, y in zip(ids, a, b)}}  # fmt: skip
+        if args.against:
+            other = Path(args.against) / f"pix-{t}-s{seed}" / "best_loc"
+            _, per_o, _ = score(other, ["pixelcam"], data, valcl_ids, args.device)
+            pooled[f"{t} against"][0].extend(a)
+            pooled[f"{t} against"][1].extend(per_o["pixelcam"][i] for i in ids)
     row["constant"] = constant_pxap(data)
     return row
 
@@ -116,13 +124,17 @@ def main(argv: list[str] | None = None) -> int:
     variant = "extra `pixelcam train` options of the PixelCAM runs (a recipe variant)"
     p.add_argument("--student", default="", help=variant)
     p.add_argument("--out", default=None, help="write the numbers as JSON here")
+    against = ("another variant's runs folder (the same teachers): pair each PixelCAM run's "
+               "per-image PxAP with the same seed's run there")  # fmt: skip
+    p.add_argument("--against", default=None, help=against)
     args = p.parse_args(argv)
     from pixelcam.metrics import paired_ttest
 
     data, valcl_ids = held_out(args)
     teachers = [t.strip() for t in args.teachers.split(",") if t.strip()]
     runs = Path(args.runs)
-    rows, pooled = [], {t: ([], []) for t in teachers}
+    rows: list[dict[str, Any]] = []
+    pooled: Pooled = {k: ([], []) for t in teachers for k in (t, f"{t} against")}
     for seed in args.seeds:
         rows.append(seed_row(seed, runs, teachers, data, valcl_ids, args, pooled))
         print_rows(rows[-1:], teachers, header=seed == args.seeds[0])
@@ -133,6 +145,12 @@ def main(argv: list[str] | None = None) -> int:
         delta = sum(x - y for x, y in zip(a, b)) / n
         print(f"pooled over seeds, PixelCAM vs {t}: per-image delta {delta:+.1f} PxAP, "
               f"t = {tt:.2f}, p = {pp:.2g}, n = {n}")  # fmt: skip
+        if args.against:
+            a, b = pooled[f"{t} against"]
+            tt, pp, n = paired_ttest(a, b)
+            delta = sum(x - y for x, y in zip(a, b)) / n
+            print(f"pooled over seeds, PixelCAM ({t} seeds) vs {args.against}: per-image "
+                  f"delta {delta:+.1f} PxAP, t = {tt:.2f}, p = {pp:.2g}, n = {n}")  # fmt: skip
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=1))
     return 0
