@@ -263,9 +263,9 @@ def load_libraries(owner: Any, session: Any, *extra: Any, viewer: Any = None) ->
     from qtpy.QtCore import QTimer
 
     def start() -> None:
-        warm_unit_registry()
         session.load_catalogue(in_worker)
-        session.warm_up(in_worker, *extra)
+        session.events.warmed.connect(install_built_unit_registry, unique=True)
+        session.warm_up(in_worker, *extra, build_unit_registry)
         if viewer is not None:
             freeze_after_warm_up(viewer, session, owner)
 
@@ -275,12 +275,13 @@ def load_libraries(owner: Any, session: Any, *extra: Any, viewer: Any = None) ->
     timer.start(WORKERS_AFTER_MS)
 
 
-_UNIT_REGISTRY_STARTED = False
+_BUILT_UNIT_REGISTRY: list[Any] = []  # the registry build_unit_registry made, if any
 
 
-def warm_unit_registry() -> None:
-    """Build pint's unit registry in a worker and make it the application registry on the
-    GUI thread, once per process, unless napari has already initialised its own.
+def build_unit_registry() -> None:
+    """Build pint's unit registry (a warm-up item: it runs in the warm-up worker, after
+    torch's import, not beside it), unless napari has initialised its own already; once
+    per process. :func:`install_built_unit_registry` installs it on the GUI thread.
 
     Why: the first napari layer of a process initialises pint's lazy application registry
     (it parses pint's unit definitions: 0.2-0.5 s frozen on 2 cores, the largest part of
@@ -288,17 +289,18 @@ def warm_unit_registry() -> None:
     layer made on the GUI thread; a separate registry built in the worker is private
     until the GUI thread installs it, and it is installed only while napari has not used
     the lazy one (quantities of two registries do not mix)."""
-    global _UNIT_REGISTRY_STARTED
-    if _UNIT_REGISTRY_STARTED:
+    import pint
+    from pint.registry import LazyRegistry
+
+    if _BUILT_UNIT_REGISTRY or type(pint.get_application_registry().get()) is not LazyRegistry:
         return
-    _UNIT_REGISTRY_STARTED = True
+    _BUILT_UNIT_REGISTRY.append(pint.UnitRegistry(on_redefinition="raise"))  # as the lazy one
 
-    def build() -> Any:
-        import pint
 
-        return pint.UnitRegistry(on_redefinition="raise")  # as pint's lazy registry
-
-    in_worker(build, install_unit_registry, lambda exc: None)  # napari's own path remains
+def install_built_unit_registry() -> None:
+    """Install :func:`build_unit_registry`'s registry (GUI thread; once the warm-up is done)."""
+    if _BUILT_UNIT_REGISTRY:
+        install_unit_registry(_BUILT_UNIT_REGISTRY[0])
 
 
 def install_unit_registry(registry: Any) -> bool:

@@ -394,15 +394,19 @@ def test_unit_registry_built_off_thread_is_installed_only_while_napari_has_none(
     napari has not initialised the lazy default; once it has, nothing is swapped (units
     of two registries do not mix). In a fresh process: pint's registry is process-wide."""
     code = """
+import threading
 import numpy as np, pint
 import napari.layers
-from napari_pixelcam._common import install_unit_registry
-mine = pint.UnitRegistry(on_redefinition="raise")
-assert install_unit_registry(mine)
+from napari_pixelcam import _common
+worker = threading.Thread(target=_common.build_unit_registry)
+worker.start(); worker.join()
+mine = _common._BUILT_UNIT_REGISTRY[0]
+assert type(pint.get_application_registry().get()).__name__ == "LazyRegistry"
+_common.install_built_unit_registry()
 layer = napari.layers.Image(np.zeros((8, 8), np.float32))
 assert pint.get_application_registry().get() is mine
 assert layer.units[0]._REGISTRY is mine
-assert not install_unit_registry(pint.UnitRegistry())
+assert not _common.install_unit_registry(pint.UnitRegistry())
 assert pint.get_application_registry().get() is mine
 print("ok")
 """
@@ -418,6 +422,9 @@ from napari_pixelcam._common import install_unit_registry
 napari.layers.Image(np.zeros((8, 8), np.float32))
 own = pint.get_application_registry().get()
 assert not install_unit_registry(pint.UnitRegistry())
+from napari_pixelcam import _common
+_common.build_unit_registry()  # nothing to build: napari has its registry
+assert not _common._BUILT_UNIT_REGISTRY
 assert pint.get_application_registry().get() is own
 print("ok")
 """
