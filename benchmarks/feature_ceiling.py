@@ -12,7 +12,8 @@ pixel features. Two numbers bound what it can reach on a dataset:
   sampler will get there;
 - with ``--teacher``: the **precision of its seeds** on the training split, the fraction of
   the top-q / bottom-q CAM pixels (q = 2 ... 30 %) that are gland / not gland, beside the
-  gland fraction (what a random seed gets).
+  gland fraction (what a random seed gets), over all images and per image class. A
+  diagnostic only: it reads the training masks, which a WSOL recipe may not use.
 
 Prints a Markdown table; RESULTS section 8 holds the measured one.
 """
@@ -28,14 +29,15 @@ import torch.nn.functional as F
 
 
 def collect(model: Any, split: str, size: int, args: argparse.Namespace, method: str | None):
-    """Features [N, C, h, w], mask fractions [N, h, w], full masks, CAMs [N, h, w] or None."""
+    """Features [N, C, h, w], mask fractions [N, h, w], full masks, CAMs [N, h, w] or None,
+    image labels [N]."""
     from pixelcam.cams.compute import compute_maps
     from pixelcam.data.glas import load_glas
     from pixelcam.data.transforms import EvalTransform
 
     ds = load_glas(args.data_root, split=split, fold=args.fold, folds_dir=args.folds_dir)
     ds = ds.with_transform(EvalTransform(size))
-    feats, fractions, masks, cams = [], [], [], []
+    feats, fractions, masks, cams, labels = [], [], [], [], []
     for i in range(len(ds)):
         s = ds[i]
         r = compute_maps(model, s.image[None], [method] if method else [], target=[s.label])
@@ -44,10 +46,11 @@ def collect(model: Any, split: str, size: int, args: argparse.Namespace, method:
         mask = s.mask.float()
         fractions.append(F.interpolate(mask[None, None], size=(h, w), mode="area")[0, 0])
         masks.append(mask)
+        labels.append(int(s.label))
         if method:
             cams.append(F.interpolate(r.maps[method][None], size=(h, w), mode="area")[0, 0])
     return (torch.stack(feats), torch.stack(fractions), torch.stack(masks),
-            torch.stack(cams) if cams else None)  # fmt: skip
+            torch.stack(cams) if cams else None, torch.tensor(labels))  # fmt: skip
 
 
 def fit_probe(x: torch.Tensor, y: torch.Tensor) -> Any:
@@ -77,8 +80,8 @@ def ceiling(model: Any, size: int, args: argparse.Namespace) -> tuple[float, flo
     """(probe PxAP, the teacher-free constant-map PxAP, feature side) on the eval split."""
     from pixelcam.metrics.pxap import pxap
 
-    f_tr, m_tr, _, _ = collect(model, "train", size, args, None)
-    f_ev, _, masks, _ = collect(model, args.split, size, args, None)
+    f_tr, m_tr, _, _, _ = collect(model, "train", size, args, None)
+    f_ev, _, masks, _, _ = collect(model, args.split, size, args, None)
     probe = fit_probe(pixels(f_tr), (m_tr.flatten() > 0.5).float())
     with torch.no_grad():
         low = probe(pixels(f_ev)).reshape(f_ev.shape[0], *f_ev.shape[-2:])
@@ -87,15 +90,28 @@ def ceiling(model: Any, size: int, args: argparse.Namespace) -> tuple[float, flo
 
 
 def seed_precision(model: Any, size: int, method: str, args: argparse.Namespace) -> list[str]:
-    _, m_tr, _, cams = collect(model, "train", size, args, method)
-    c, m = cams.flatten(1), m_tr.flatten(1)
+    _, m_tr, _, cams, labels = collect(model, "train", size, args, method)
+    return precision_rows(cams, m_tr, labels)
+
+
+def precision_rows(cams: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor) -> list[str]:
+    """Table rows: for each q, the share of gland in each image's top-q CAM pixels and of
+    non-gland in its bottom-q (pixels of all images pooled), with the gland fraction (what a
+    random seed gets); then the same per image class (class index: its images only)."""
+    c, m = cams.flatten(1), masks.flatten(1)
+    groups = [("all", torch.ones_like(labels, dtype=torch.bool))]
+    groups += [(f"class {k}", labels == k) for k in sorted(set(labels.tolist()))]
     rows = []
-    for q in (0.02, 0.05, 0.1, 0.2, 0.3):
-        hi = c >= torch.quantile(c, 1 - q, dim=1, keepdim=True)
-        lo = c <= torch.quantile(c, q, dim=1, keepdim=True)
-        fg = float((m * hi).sum() / hi.sum())
-        bg = float(((1 - m) * lo).sum() / lo.sum())
-        rows.append(f"| {100 * q:.0f} % | {fg:.2f} | {bg:.2f} | {float(m.mean()):.2f} |")
+    for name, keep in groups:
+        for q in (0.02, 0.05, 0.1, 0.2, 0.3):
+            ck, mk = c[keep], m[keep]
+            hi = ck >= torch.quantile(ck, 1 - q, dim=1, keepdim=True)
+            lo = ck <= torch.quantile(ck, q, dim=1, keepdim=True)
+            fg = float((mk * hi).sum() / hi.sum())
+            bg = float(((1 - mk) * lo).sum() / lo.sum())
+            rows.append(
+                f"| {name} | {100 * q:.0f} % | {fg:.2f} | {bg:.2f} | {float(mk.mean()):.2f} |"
+            )
     return rows
 
 
@@ -126,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         teacher, _ = load_checkpoint(args.teacher)
         size = args.teacher_size
         print(f"\nseeds of {args.teacher} ({args.teacher_method}, {size} px), train split:")
-        print("| q | top-q pixels in glands | bottom-q pixels outside | gland fraction |")
-        print("|---|---|---|---|")
+        print("| images | q | top-q pixels in glands | bottom-q pixels outside | gland fraction |")
+        print("|---|---|---|---|---|")
         print("\n".join(seed_precision(teacher, size, args.teacher_method, args)))
     return 0
 
