@@ -174,11 +174,10 @@ def _check_output_stride(name: str, family: str, value: object) -> int | None:
 def _create_hub_model(name: str, kwargs: dict[str, object]) -> nn.Module:
     """A timm model published on the Hugging Face hub (``hf-hub:org/name``): its
     architecture comes from the hub's config (cached after the first use)."""
-    from pixelcam.models.weights import hub_offline_as_environment_says
+    from pixelcam.models.weights import hub_cache_first
 
     try:
-        with hub_offline_as_environment_says():
-            return timm.create_model(name, **kwargs)
+        return hub_cache_first(lambda: timm.create_model(name, **kwargs))
     except Exception as exc:  # noqa: BLE001 - hub, network and cache errors of every kind
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise InputError(

@@ -14,9 +14,10 @@ import contextlib
 import os
 import pickle
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
@@ -217,15 +218,16 @@ def timm_pretrained_state_dict(
     name: str, file: str | Path | None = None
 ) -> dict[str, torch.Tensor]:
     """The weights timm's own pretrained loading gives ``name`` (its default pretrained tag:
-    the Hugging Face hub, through its local cache), or ``file`` through timm's
-    pretrained-config file override. Offline (``HF_HUB_OFFLINE=1``) and not cached, or not
-    reachable: one :class:`InputError` saying so."""
+    the Hugging Face hub, its local cache first: :func:`hub_cache_first`), or ``file``
+    through timm's pretrained-config file override. Offline (``HF_HUB_OFFLINE=1``) and not
+    cached, or not reachable: one :class:`InputError` saying so."""
     import timm
 
     overlay = {"file": str(file)} if file is not None else None
     try:
-        with hub_offline_as_environment_says():
-            model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay)
+        model = hub_cache_first(
+            lambda: timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay)
+        )
     except Exception as exc:  # noqa: BLE001 - hub, network and cache errors of every kind
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(
@@ -236,15 +238,36 @@ def timm_pretrained_state_dict(
     return model.state_dict()
 
 
-@contextlib.contextmanager
-def hub_offline_as_environment_says() -> Iterator[None]:
-    """huggingface_hub reads ``HF_HUB_OFFLINE`` once, at import: honour the value the
-    environment has NOW (no network attempts, no retries, when offline)."""
+T = TypeVar("T")
+
+
+def hub_cache_first(call: Callable[[], T]) -> T:
+    """Run a Hugging Face hub ``call`` (timm's pretrained or ``hf-hub:`` loading) from the
+    local cache first, with the hub offline; only what is not cached goes to the network,
+    and nothing does when ``HF_HUB_OFFLINE`` is set NOW (huggingface_hub reads it once, at
+    import). Why: without a network, huggingface_hub retries for about 50 s before it
+    falls back to a cache it had all along (measured on this machine)."""
     import huggingface_hub.constants as hub
 
-    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    try:
+        with _hub_offline():
+            return call()
+    except Exception:
+        if hub.HF_HUB_OFFLINE or _offline_in_environment():
+            raise
+    return call()
+
+
+def _offline_in_environment() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@contextlib.contextmanager
+def _hub_offline() -> Iterator[None]:
+    import huggingface_hub.constants as hub
+
     before = hub.HF_HUB_OFFLINE
-    hub.HF_HUB_OFFLINE = before or offline
+    hub.HF_HUB_OFFLINE = True
     try:
         yield
     finally:

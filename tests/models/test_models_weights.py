@@ -212,3 +212,39 @@ def test_timm_pretrained_refuses_cleanly_when_offline_and_not_cached(monkeypatch
         build_model("test_resnet", weights="pretrained")
     with pytest.raises(InputError, match="neither in the local cache nor reachable"):
         build_model("hf-hub:timm/test_resnet.r160_in1k")
+
+
+@pytest.mark.parametrize("env_offline", [False, True])
+def test_hub_calls_try_the_local_cache_before_the_network(monkeypatch, env_offline):
+    """A hub call runs with the hub offline first (a cached model never waits for a
+    network: without one, huggingface_hub retries ~50 s before using its cache); only a
+    cache miss goes online, and not when HF_HUB_OFFLINE is set now."""
+    import huggingface_hub.constants as hub
+
+    from pixelcam.models.weights import hub_cache_first
+
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1" if env_offline else "0")
+    seen: list[bool] = []
+
+    def cached() -> str:
+        seen.append(hub.HF_HUB_OFFLINE)
+        return "weights"
+
+    assert hub_cache_first(cached) == "weights" and seen == [True]
+
+    seen.clear()
+
+    def not_cached() -> str:
+        seen.append(hub.HF_HUB_OFFLINE)
+        if hub.HF_HUB_OFFLINE:
+            raise OSError("not in the local cache")
+        return "downloaded"
+
+    if env_offline:
+        with pytest.raises(OSError, match="not in the local cache"):
+            hub_cache_first(not_cached)
+        assert seen == [True]
+    else:
+        assert hub_cache_first(not_cached) == "downloaded" and seen == [True, False]
+    assert hub.HF_HUB_OFFLINE is False  # restored
