@@ -103,8 +103,8 @@ def precision_rows(cams: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor
     groups += [(f"class {k}", labels == k) for k in sorted(set(labels.tolist()))]
     rows = []
     for name, keep in groups:
+        ck, mk = c[keep], m[keep]
         for q in (0.02, 0.05, 0.1, 0.2, 0.3):
-            ck, mk = c[keep], m[keep]
             hi = ck >= torch.quantile(ck, 1 - q, dim=1, keepdim=True)
             lo = ck <= torch.quantile(ck, q, dim=1, keepdim=True)
             fg = float((mk * hi).sum() / hi.sum())

@@ -82,8 +82,6 @@ Pooled = dict[str, tuple[list[float], list[float]]]
 def seed_row(seed: int, runs: Path, teachers: list[str], data: Any, valcl_ids: set[str],
              args: argparse.Namespace, pooled: Pooled) -> dict[str, Any]:  # fmt: skip
     """One seed: its baseline and one PixelCAM run per teacher map, trained if asked, scored."""
-    from pixelcam.metrics import paired_ttest
-
     base = runs / f"base-s{seed}"
     row: dict[str, Any] = {"seed": seed, "baseline_s": train_run(base, seed, args, None, None)}
     pxap, per_t, row["cl_teacher"] = score(base / "best_loc", teachers, data, valcl_ids,
@@ -94,10 +92,9 @@ def seed_row(seed: int, runs: Path, teachers: list[str], data: Any, valcl_ids: s
         s_pxap, per_s, cl = score(run / "best_loc", ["pixelcam"], data, valcl_ids, args.device)
         ids = sorted(per_s["pixelcam"])
         a, b = [per_s["pixelcam"][i] for i in ids], [per_t[t][i] for i in ids]
-        tt, pp, n = paired_ttest(a, b)
+        delta, tt, pp, n = paired(a, b)
         pooled[t][0].extend(a)
         pooled[t][1].extend(b)
-        delta = sum(x - y for x, y in zip(a, b)) / n
         row[t] = {"teacher": pxap[t], "pixelcam": s_pxap["pixelcam"], "cl": cl,
                   "teacher_per_image": sum(b) / n, "pixelcam_per_image": sum(a) / n,
                   "delta": delta, "t": tt, "p": pp, "n": n,
@@ -128,8 +125,6 @@ def main(argv: list[str] | None = None) -> int:
                "per-image PxAP with the same seed's run there")  # fmt: skip
     p.add_argument("--against", default=None, help=against)
     args = p.parse_args(argv)
-    from pixelcam.metrics import paired_ttest
-
     data, valcl_ids = held_out(args)
     teachers = [t.strip() for t in args.teachers.split(",") if t.strip()]
     runs = Path(args.runs)
@@ -140,20 +135,26 @@ def main(argv: list[str] | None = None) -> int:
         print_rows(rows[-1:], teachers, header=seed == args.seeds[0])
     print()
     for t in teachers:
-        a, b = pooled[t]
-        tt, pp, n = paired_ttest(a, b)
-        delta = sum(x - y for x, y in zip(a, b)) / n
-        print(f"pooled over seeds, PixelCAM vs {t}: per-image delta {delta:+.1f} PxAP, "
-              f"t = {tt:.2f}, p = {pp:.2g}, n = {n}")  # fmt: skip
+        print(f"pooled over seeds, PixelCAM vs {t}: {paired_text(*pooled[t])}")
         if args.against:
-            a, b = pooled[f"{t} against"]
-            tt, pp, n = paired_ttest(a, b)
-            delta = sum(x - y for x, y in zip(a, b)) / n
-            print(f"pooled over seeds, PixelCAM ({t} seeds) vs {args.against}: per-image "
-                  f"delta {delta:+.1f} PxAP, t = {tt:.2f}, p = {pp:.2g}, n = {n}")  # fmt: skip
+            print(f"pooled over seeds, PixelCAM ({t} seeds) vs {args.against}: "
+                  f"{paired_text(*pooled[f'{t} against'])}")  # fmt: skip
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=1))
     return 0
+
+
+def paired(a: list[float], b: list[float]) -> tuple[float, float, float, int]:
+    """Mean difference a - b, and the paired t-test's t, p and n."""
+    from pixelcam.metrics import paired_ttest
+
+    tt, pp, n = paired_ttest(a, b)
+    return sum(x - y for x, y in zip(a, b)) / n, tt, pp, n
+
+
+def paired_text(a: list[float], b: list[float]) -> str:
+    delta, tt, pp, n = paired(a, b)
+    return f"per-image delta {delta:+.1f} PxAP, t = {tt:.2f}, p = {pp:.2g}, n = {n}"
 
 
 def constant_pxap(data: Any) -> tuple[float, float]:

@@ -290,9 +290,8 @@ def build_unit_registry() -> None:
     until the GUI thread installs it, and it is installed only while napari has not used
     the lazy one (quantities of two registries do not mix)."""
     import pint
-    from pint.registry import LazyRegistry
 
-    if _BUILT_UNIT_REGISTRY or type(pint.get_application_registry().get()) is not LazyRegistry:
+    if _BUILT_UNIT_REGISTRY or not _pint_registry_untouched():
         return
     _BUILT_UNIT_REGISTRY.append(pint.UnitRegistry(on_redefinition="raise"))  # as the lazy one
 
@@ -307,12 +306,19 @@ def install_unit_registry(registry: Any) -> bool:
     """Make ``registry`` pint's application registry if napari has not initialised the
     lazy default yet (GUI thread); whether it was installed."""
     import pint
-    from pint.registry import LazyRegistry
 
-    if type(pint.get_application_registry().get()) is not LazyRegistry:
+    if not _pint_registry_untouched():
         return False
     pint.set_application_registry(registry)
     return True
+
+
+def _pint_registry_untouched() -> bool:
+    """Whether pint's application registry is still the lazy default nobody has used."""
+    import pint
+    from pint.registry import LazyRegistry
+
+    return type(pint.get_application_registry().get()) is LazyRegistry
 
 
 def in_worker(

@@ -711,7 +711,7 @@ def _predict_files(args: argparse.Namespace, scheduler: Any) -> int:
     names = meta.get("class_names") or [str(i) for i in range(model.num_classes)]
     for text in problems:
         print(f"pixelcam predict: error: {text}", file=sys.stderr, flush=True)
-    failed: list[Any] = list(problems)
+    failed = len(problems)
     for path, base in jobs:
         try:
             line = _predict_one(
@@ -720,7 +720,7 @@ def _predict_files(args: argparse.Namespace, scheduler: Any) -> int:
                 eval_size=checkpoint_eval_size(meta),
             )  # fmt: skip
         except InputError as exc:
-            failed.append(path)
+            failed += 1
             text = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
             print(f"pixelcam predict: error: {text}", file=sys.stderr, flush=True)
             continue
@@ -730,11 +730,11 @@ def _predict_files(args: argparse.Namespace, scheduler: Any) -> int:
     total = len(jobs) + len(problems)
     if total > 1:
         print(
-            f"pixelcam predict: {len(failed)} of {total} inputs failed (named above); "
-            f"maps of the other {total - len(failed)} are in {out}",
+            f"pixelcam predict: {failed} of {total} inputs failed (named above); "
+            f"maps of the other {total - failed} are in {out}",
             file=sys.stderr,
         )
-    return EXIT_USAGE if len(failed) == total else 1
+    return EXIT_USAGE if failed == total else 1
 
 
 def _predict_one(
