@@ -135,6 +135,7 @@ class Catalogue:
     baseline_maps: tuple[str, ...]
     datasets: Choices
     samplers: Choices
+    teacher_views: Choices
     image_heads: Choices
     pixel_heads: Choices
     backbones: Choices
@@ -147,6 +148,7 @@ def build_catalogue() -> Catalogue:
     from pixelcam.cams.base import MAP_METHODS
     from pixelcam.cams.decoder import DecoderMap
     from pixelcam.cams.pixelcam import PixelCAM
+    from pixelcam.cams.views import VIEWS
     from pixelcam.data import DATASETS
     from pixelcam.models.backbones import BACKBONES
     from pixelcam.models.heads import IMAGE_HEADS, PIXEL_HEADS
@@ -162,6 +164,7 @@ def build_catalogue() -> Catalogue:
         baseline_maps=tuple(n for n in maps.names if n not in pixel + refs),
         datasets=Choices.of(DATASETS),
         samplers=Choices.of(SAMPLERS),
+        teacher_views=Choices.of(VIEWS),
         image_heads=Choices.of(IMAGE_HEADS),
         pixel_heads=Choices.of(PIXEL_HEADS),
         backbones=Choices.of(BACKBONES),

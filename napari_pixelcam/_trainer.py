@@ -76,6 +76,7 @@ CATALOGUE_FIELDS: dict[str, Callable[[Catalogue], Choices]] = {
     "head": lambda c: c.image_heads,
     "teacher_method": lambda c: c.maps.subset(c.baseline_maps),
     "sampler": lambda c: c.samplers,
+    "teacher_views": lambda c: c.teacher_views,
     "pixel_head": lambda c: c.pixel_heads,
 }
 #: Seconds between Cancel's SIGINT and a hard kill of a child that did not stop.
@@ -95,6 +96,7 @@ DEFAULTS: dict[str, Any] = {
     "teacher": "",
     "teacher_method": "layercam",
     "teacher_checkpoint": common.BEST_LOC,
+    "teacher_views": "single",
     "lam": 1.0,
     "n": 5,
     "sampler": "probability",
@@ -193,7 +195,13 @@ def validate_settings(settings: Mapping[str, Any], catalogue: Catalogue | None =
 def _validate_choices(s: Mapping[str, Any], catalogue: Catalogue | None) -> None:
     fields = {"phase": "phase", "device": "device", "weights": "weights"}
     if catalogue is not None:
-        fields.update(dataset="format", head="head", sampler="sampler", pixel_head="pixel head")
+        fields.update(
+            dataset="format",
+            head="head",
+            sampler="sampler",
+            pixel_head="pixel head",
+            teacher_views="teacher views",
+        )
     for key, label in fields.items():
         choices = static_choices(key)
         if choices is None:
@@ -266,7 +274,8 @@ def _teacher_args(s: Mapping[str, Any]) -> list[str]:
         return []
     cmd = [
         "--teacher", _path(s, "teacher"), "--teacher-method", s["teacher_method"],
-        "--teacher-checkpoint", s["teacher_checkpoint"], "--n", str(int(s["n"])),
+        "--teacher-checkpoint", s["teacher_checkpoint"], "--teacher-views", s["teacher_views"],
+        "--n", str(int(s["n"])),
         "--sampler", s["sampler"], "--bg-fraction", repr(float(s["bg_fraction"])),
     ]  # fmt: skip
     if s["annotations"]:
@@ -395,7 +404,11 @@ def _spin(value: int, lo: int, hi: int) -> QSpinBox:
 
 #: model fields a phase that starts from its teacher takes from the teacher run
 TEACHER_FIELDS = ("backbone", "weights", "weights_file", "head")
-FIELD_TIPS = {"backbone": "a timm model name; the list holds the documented ones"}
+FIELD_TIPS = {
+    "backbone": "a timm model name; the list holds the documented ones",
+    "teacher_views": "the teacher CAMs the seeds come from, averaged over flips (and scales "
+    "0.75, 1, 1.25 for multiscale); computed once per run",
+}
 
 
 def _set_row_visible(form: QFormLayout, field: QWidget, visible: bool) -> None:
@@ -572,8 +585,8 @@ class TrainerWidget(QWidget):
         self.pixelcam_box, self._pixelcam_form = group(
             "PixelCAM (phase 2)",
             [("teacher run", "teacher"), ("teacher method", "teacher_method"),
-             ("lambda", "lam"), ("n (seeds)", "n"), ("sampler", "sampler"),
-             ("seed share", "bg_fraction"),
+             ("teacher views", "teacher_views"), ("lambda", "lam"), ("n (seeds)", "n"),
+             ("sampler", "sampler"), ("seed share", "bg_fraction"),
              ("annotations", "annotations")],
         )  # fmt: skip
         train_box, _ = group(

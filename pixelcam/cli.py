@@ -195,6 +195,16 @@ def _add_train(sub: Any) -> None:
         **_choice("pixelcam.cams.base:MAP_METHODS", "teacher map method"),
     )
     t.add_argument(
+        "--teacher-views",
+        default="single",
+        **{
+            **_choice("pixelcam.cams.views:VIEWS", "teacher views"),
+            "help": "the teacher CAMs the seeds come from are averaged over these views of "
+            "each image: %(choices)s (default: %(default)s; multiscale: 4 flips at 0.75, 1 "
+            "and 1.25 times the size, computed once per run)",
+        },
+    )
+    t.add_argument(
         "--teacher-checkpoint",
         choices=RUN_CHECKPOINTS,
         default="best_loc",

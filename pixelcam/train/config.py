@@ -61,6 +61,8 @@ class TrainConfig:
     teacher: str | None = None
     teacher_method: str = "layercam"
     teacher_checkpoint: str = "best_loc"
+    #: views the teacher CAMs are averaged over (:data:`pixelcam.cams.views.VIEWS`)
+    teacher_views: str = "single"
     init: str | None = None
     eval_method: str | None = None
     lam: float = 1.0
@@ -147,12 +149,13 @@ class TrainConfig:
 
     def _check_choices(self, bad: Callable[[str], InputError]) -> None:
         """Every named choice is registered; aliases become names (``pb`` -> probability)."""
+        from pixelcam.cams.views import VIEWS
         from pixelcam.data import DATASETS
         from pixelcam.device import DEVICES
         from pixelcam.pseudo_labels import SAMPLERS
 
         for key, registry in (("phase", PHASES), ("dataset", DATASETS), ("device", DEVICES),
-                              ("sampler", SAMPLERS)):  # fmt: skip
+                              ("sampler", SAMPLERS), ("teacher_views", VIEWS)):  # fmt: skip
             value = getattr(self, key)
             if value not in registry:
                 raise bad(f"{key} must be one of {tuple(registry.names())}, got {value!r}")

@@ -26,10 +26,13 @@ from pixelcam.fileio import atomic_write_text
 CACHE_NAME = "teacher_cams"
 
 
-def _fingerprint(checkpoint: Path, method: str, size: int, ids: list[str]) -> str:
+def _fingerprint(
+    checkpoint: Path, method: str, size: int, ids: list[str], views: str = "single"
+) -> str:
     info = json.loads(Path(checkpoint).with_suffix(".json").read_text(encoding="utf-8"))
     sha = info.get("weights", {}).get("sha256", "")
-    key = json.dumps([sha, method, size, sorted(ids)])
+    # "single" keeps the key of caches written before views existed
+    key = json.dumps([sha, method, size, sorted(ids)] + ([] if views == "single" else [views]))
     return hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
@@ -40,9 +43,12 @@ def compute_teacher_cams(
     device: torch.device | str = "cpu",
     size: int = 224,
     batch_size: int = 16,
+    views: str = "single",
 ) -> dict[str, np.ndarray]:
-    """True-class ``method`` CAMs of every image of ``dataset``, as float32 ``size x size``."""
-    from pixelcam.cams import compute_maps, get_method
+    """True-class ``method`` CAMs of every image of ``dataset``, as float32 ``size x size``,
+    averaged over ``views`` (:data:`pixelcam.cams.views.VIEWS`)."""
+    from pixelcam.cams import get_method
+    from pixelcam.cams.views import viewed_maps
 
     if not get_method(method).applies(model):
         raise InputError(f"teacher method {method!r} does not apply to this checkpoint's head")
@@ -56,8 +62,8 @@ def compute_teacher_cams(
     out: dict[str, np.ndarray] = {}
     for batch in loader:
         images = batch["image"].to(device)
-        res = compute_maps(model, images, methods=[method], target=batch["label"].to(device))
-        for i, cam in zip(batch["id"], res.maps[method].detach().float().cpu().numpy()):
+        maps = viewed_maps(model, images, method, batch["label"].to(device), views)
+        for i, cam in zip(batch["id"], maps.detach().float().cpu().numpy()):
             out[i] = cam.astype(np.float32)
     return out
 
@@ -70,14 +76,15 @@ def cached_teacher_cams(
     device: torch.device | str = "cpu",
     size: int = 224,
     log: Any = None,
+    views: str = "single",
 ) -> dict[str, np.ndarray]:
-    """Load the cache in ``out`` when it matches (checkpoint hash, method, size, image ids);
+    """Load the cache in ``out`` when it matches (checkpoint hash, method, size, views, ids);
     otherwise compute it with :func:`compute_teacher_cams` and write it atomically."""
     from safetensors.numpy import load_file, save_file
 
     from pixelcam.models import load_checkpoint
 
-    fp = _fingerprint(checkpoint, method, size, list(dataset.ids))
+    fp = _fingerprint(checkpoint, method, size, list(dataset.ids), views)
     weights, meta = out / f"{CACHE_NAME}.safetensors", out / f"{CACHE_NAME}.json"
     if weights.exists() and meta.exists():
         try:
@@ -90,8 +97,10 @@ def cached_teacher_cams(
             pass  # a stale or broken cache is recomputed
     teacher, _ = load_checkpoint(checkpoint, device=device)
     if log is not None:
-        log.emit("log", message=f"computing {method} teacher CAMs of {len(dataset)} images")
-    computed = compute_teacher_cams(teacher, dataset, method, device=device, size=size)
+        seen = "" if views == "single" else f" ({views} views)"
+        log.emit("log", message=f"computing {method} teacher CAMs{seen} of {len(dataset)} images")
+    computed = compute_teacher_cams(teacher, dataset, method, device=device, size=size,
+                                    views=views)  # fmt: skip
     del teacher
     # stored as float16: use the stored values from the start, so a resumed run sees the same
     cams = {k: v.astype(np.float16).astype(np.float32) for k, v in computed.items()}
@@ -106,6 +115,7 @@ def cached_teacher_cams(
                 "checkpoint": str(checkpoint),
                 "method": method,
                 "size": size,
+                "views": views,
                 "count": len(cams),
             }
         ),

@@ -194,6 +194,7 @@ def test_session_rule_loads_through_the_cache(tmp_path, catalogue):
 
 def test_catalogue_is_read_from_the_registries(catalogue):
     from pixelcam.cams.base import MAP_METHODS
+    from pixelcam.cams.views import VIEWS
     from pixelcam.data import DATASETS
     from pixelcam.models.backbones import BACKBONES
     from pixelcam.models.heads import IMAGE_HEADS, PIXEL_HEADS
@@ -203,6 +204,7 @@ def test_catalogue_is_read_from_the_registries(catalogue):
         (catalogue.maps, MAP_METHODS), (catalogue.datasets, DATASETS),
         (catalogue.samplers, SAMPLERS), (catalogue.image_heads, IMAGE_HEADS),
         (catalogue.pixel_heads, PIXEL_HEADS), (catalogue.backbones, BACKBONES),
+        (catalogue.teacher_views, VIEWS),
     ):  # fmt: skip
         assert list(choices.names) == registry.names()
         assert sorted([*choices.names, *choices.aliases]) == sorted(registry.choices())

@@ -67,6 +67,7 @@ def test_command_matches_the_cli(tmp_path):
         "teacher_method": "gradcampp", "lam": 0.5, "n": 3, "sampler": "th", "epochs": 7,
         "lr": 2e-4, "lr_step": 5, "weights": "file", "weights_file": str(weights),
         "head": "deepmil", "amp": False, "positive_only": True, "bg_fraction": 0.05,
+        "teacher_views": "flips",
     }  # fmt: skip
     validate_settings(settings)
     args = _parse(build_train_command(settings))
@@ -77,7 +78,7 @@ def test_command_matches_the_cli(tmp_path):
         "gradcampp",
     )
     assert (args.lam, args.n, args.sampler, args.epochs, args.lr) == (0.5, 3, "th", 7, 2e-4)
-    assert args.bg_fraction == 0.05
+    assert (args.bg_fraction, args.teacher_views) == (0.05, "flips")
     assert (args.weights, args.head, args.no_amp, args.positive_only) == (
         str(weights), "deepmil", True, True,
     )  # fmt: skip
@@ -327,6 +328,7 @@ def test_form_lists_come_from_the_registries(make_napari_viewer, monkeypatch, qt
     """Devices and phases at once; datasets, backbones, heads, teacher maps and samplers
     once the session has read its catalogue (until then a list holds its value alone, and
     a value set meanwhile is kept, an alias becoming its entry's name)."""
+    from pixelcam.cams.views import VIEWS
     from pixelcam.data import DATASETS
     from pixelcam.device import DEVICES
     from pixelcam.models.backbones import BACKBONES
@@ -352,6 +354,7 @@ def test_form_lists_come_from_the_registries(make_napari_viewer, monkeypatch, qt
     done(job())  # the worker's job, then its result on the main thread
     assert items("dataset") == DATASETS.names() and items("head") == IMAGE_HEADS.names()
     assert items("sampler") == SAMPLERS.names() and items("pixel_head") == PIXEL_HEADS.names()
+    assert items("teacher_views") == VIEWS.names()
     assert items("backbone") == BACKBONES.names() and widget.fields["backbone"].isEditable()
     assert items("teacher_method") == ["cam", "gradcampp", "layercam", "deepmil", "sat"]
     s = widget.settings()

@@ -118,6 +118,39 @@ def test_teacher_cache_is_reused(runs, tmp_path):
     assert any("computing layercam teacher CAMs" in e.get("message", "") for e in events)
 
 
+def test_teacher_views_have_their_own_cache(runs, tmp_path):
+    """A cache of single-view CAMs is not reused for multiscale ones, and the reverse; each
+    is written with its views and reused when they match."""
+    from pixelcam.data import open_dataset
+    from pixelcam.train import cached_teacher_cams
+
+    root, _, _ = runs
+    ckpt = root / "baseline" / "best_loc.json"
+    ds = open_dataset("synthetic", root / "data", split="train")
+    cams = {}
+    for views in ("single", "multiscale", "single"):
+        cams[views] = cached_teacher_cams(ckpt, ds, "layercam", tmp_path, size=64, views=views)
+        assert json.loads((tmp_path / "teacher_cams.json").read_text())["views"] == views
+    some = next(iter(cams["single"]))
+    assert np.abs(cams["single"][some] - cams["multiscale"][some]).max() > 0.05
+    mtime = (tmp_path / "teacher_cams.safetensors").stat().st_mtime_ns
+    again = cached_teacher_cams(ckpt, ds, "layercam", tmp_path, size=64, views="single")
+    assert (tmp_path / "teacher_cams.safetensors").stat().st_mtime_ns == mtime
+    np.testing.assert_array_equal(again[some], cams["single"][some])
+
+
+def test_cli_passes_teacher_views_and_refuses_unknown_ones(tmp_path, capsys):
+    from pixelcam.cli import build_parser
+
+    args = build_parser().parse_args(["train", "--out", "r", "--teacher-views", "multiscale"])
+    assert args.teacher_views == "multiscale"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--out", "r", "--teacher-views", "sideways"])
+    assert "single" in capsys.readouterr().err
+    with pytest.raises(InputError, match="teacher_views"):
+        TrainConfig(out=str(tmp_path), teacher_views="sideways").validate()
+
+
 def test_resume_continues_and_refuses_second_run(runs, tmp_path):
     root, _, _ = runs
     cfg = TrainConfig(out=str(tmp_path / "r"), data_root=str(root / "data"), epochs=1, **TINY)

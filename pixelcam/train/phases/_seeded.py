@@ -98,7 +98,7 @@ class SeededPhase(Phase):
         self.cams = run.dist.main_first(  # rank 0 computes and writes the cache
             lambda: cached_teacher_cams(
                 ckpt, train_ds, cfg.teacher_method, run.out, run.device,
-                size=cfg.eval_size, log=run.log,
+                size=cfg.eval_size, views=cfg.teacher_views, log=run.log,
             )
         )  # fmt: skip
 
