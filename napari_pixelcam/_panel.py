@@ -21,6 +21,7 @@ becomes a napari notification.
 
 from __future__ import annotations
 
+import contextlib
 import html
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -113,6 +114,18 @@ class PixelCAMPanel(Container):
         instead of growing the window (three docks share a 1000 px screen)."""
         scroll = self.__dict__.get("_scroll")
         return scroll if scroll is not None else Container.native.fget(self)
+
+    def reveal(self, widget: Any) -> None:
+        """Scroll the panel so ``widget`` shows: with three docks open the panel is ~250 px
+        tall and the result line of "Compute maps" sits below its fold."""
+        from qtpy.QtCore import QTimer
+
+        def scroll() -> None:
+            with contextlib.suppress(RuntimeError):  # the dock was closed meanwhile
+                self._scroll.ensureWidgetVisible(widget.native, 0, 12)
+
+        # after the label's new text is laid out (its height may grow by a wrapped line)
+        QTimer.singleShot(0, scroll)
 
     # ------------------------------------------------------------------ widgets
     def _build_widgets(self) -> None:
@@ -533,6 +546,7 @@ class PixelCAMPanel(Container):
             text += f" | {info['scale']}"
         self.result_label.value = text
         self.demo_notice.visible = self.train_button.visible = bool(mismatch)
+        self.reveal(self.result_label)
         self.last_result = {
             "pred": result.pred_name, "probs": result.probs, "pxap": scores,
             "constant_pxap": constant, "demo_mismatch": bool(mismatch),
@@ -734,6 +748,7 @@ class PixelCAMPanel(Container):
 
     def _on_error(self, exc: BaseException) -> None:
         self.result_label.value = f"error: {exc}"
+        self.reveal(self.result_label)
         common.notify("error", f"PixelCAM: {exc}")
 
     def _on_finished(self) -> None:

@@ -57,6 +57,32 @@ def test_maps_become_aligned_layers_with_pxap(panel_and_viewer):
     assert panel.last_result["pxap"]["pixelcam"] > panel.last_result["pxap"]["layercam"]
 
 
+def test_the_result_line_is_scrolled_into_view(make_napari_viewer, plugin_errors, dock_panel,
+                                               qtbot):  # fmt: skip
+    """Three docks leave the panel ~250 px: its result line is below the fold until maps
+    are computed, then the panel scrolls to it."""
+    from qtpy.QtCore import QPoint
+
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample(PLUGIN, "malignant")
+    panel, errors = dock_panel(viewer), plugin_errors
+    panel.device.value = "cpu"
+    panel.native.setFixedHeight(250)
+    qtbot.wait(50)
+    viewport = panel.native.viewport()
+
+    def top() -> int:
+        return panel.result_label.native.mapTo(viewport, QPoint(0, 0)).y()
+
+    assert top() > viewport.height()  # below the fold before
+    panel.methods.value = ["layercam"]
+    panel.run_maps(wait=True)
+    assert not errors, errors
+    label = panel.result_label.native
+    qtbot.waitUntil(lambda: top() >= 0 and top() + label.height() <= viewport.height())
+    assert "PxAP" in panel.result_label.value
+
+
 def test_negev_and_unet_maps_join_the_compare_view(panel_and_viewer):
     """The bundled references (NEGEV over the sample baseline, a fully supervised U-Net)
     give their maps beside PixelCAM's, each in its own grid pane."""
