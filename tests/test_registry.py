@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from pixelcam.cams.base import MAP_METHODS, CAMMethod, register
+from pixelcam.cams.views import VIEWS, viewed_maps
 from pixelcam.cli import build_parser
 from pixelcam.data import DATASETS
 from pixelcam.device import DEVICES, resolve_device
@@ -103,6 +104,14 @@ def test_every_sampler_draws_balanced_seeds(name):
     for b in range(3):
         assert 1 <= int((seeds[b] == 1).sum()) <= 4 and 1 <= int((seeds[b] == 0).sum()) <= 4
         assert int((seeds[b] != IGNORE).sum()) <= 8
+
+
+@pytest.mark.parametrize("name", VIEWS.names())
+def test_every_teacher_view_set_gives_maps_and_is_a_cli_choice(name, models, tmp_path):
+    maps = viewed_maps(models[0], IMAGES, "layercam", [0, 1], name)
+    assert maps.shape == (2, 64, 64) and 0 <= float(maps.min()) <= float(maps.max()) <= 1
+    args = build_parser().parse_args(["train", "--out", str(tmp_path), "--teacher-views", name])
+    assert TrainConfig(out=str(tmp_path), teacher_views=args.teacher_views).validate()
 
 
 @pytest.mark.parametrize("name", PHASES.names())
