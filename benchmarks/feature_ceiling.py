@@ -12,7 +12,8 @@ pixel features. Two numbers bound what it can reach on a dataset:
   sampler will get there;
 - with ``--teacher``: the **precision of its seeds** on the training split, the fraction of
   the top-q / bottom-q CAM pixels (q = 2 ... 30 %) that are gland / not gland, beside the
-  gland fraction (what a random seed gets), over all images and per image class. A
+  gland fraction (what a random seed gets), over all images and per image class, of the
+  CAM as PixelCAM's seeds see it (``--teacher-views``, as ``pixelcam train``'s). A
   diagnostic only: it reads the training masks, which a WSOL recipe may not use.
 
 Prints a Markdown table; RESULTS section 8 holds the measured one.
@@ -32,6 +33,7 @@ def collect(model: Any, split: str, size: int, args: argparse.Namespace, method:
     """Features [N, C, h, w], mask fractions [N, h, w], full masks, CAMs [N, h, w] or None,
     image labels [N]."""
     from pixelcam.cams.compute import compute_maps
+    from pixelcam.cams.views import viewed_maps
     from pixelcam.data.glas import load_glas
     from pixelcam.data.transforms import EvalTransform
 
@@ -48,7 +50,10 @@ def collect(model: Any, split: str, size: int, args: argparse.Namespace, method:
         masks.append(mask)
         labels.append(int(s.label))
         if method:
-            cams.append(F.interpolate(r.maps[method][None], size=(h, w), mode="area")[0, 0])
+            cam = r.maps[method]
+            if getattr(args, "teacher_views", "single") != "single":
+                cam = viewed_maps(model, s.image[None], method, [s.label], args.teacher_views)
+            cams.append(F.interpolate(cam[None], size=(h, w), mode="area")[0, 0])
     return (torch.stack(feats), torch.stack(fractions), torch.stack(masks),
             torch.stack(cams) if cams else None, torch.tensor(labels))  # fmt: skip
 
@@ -121,27 +126,42 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--folds-dir", default=None)
     p.add_argument("--fold", type=int, default=0)
     p.add_argument("--split", default="valcl")
-    p.add_argument("--sizes", type=int, nargs="+", default=[224, 448, 640])
+    p.add_argument(
+        "--sizes",
+        type=int,
+        nargs="*",
+        default=[224, 448, 640],
+        help="input sides of the linear probe (none: only the teacher's seeds)",
+    )
     p.add_argument("--backbone", default="tf_efficientnet_lite0")
     p.add_argument("--output-stride", type=int, default=None)
     p.add_argument("--teacher", default=None, help="a baseline checkpoint: its seeds' precision")
     p.add_argument("--teacher-method", default="layercam")
     p.add_argument("--teacher-size", type=int, default=640, help="the teacher's eval size")
+    p.add_argument(
+        "--teacher-views",
+        default="single",
+        help="views the teacher's CAM is averaged over (pixelcam.cams.views)",
+    )
     args = p.parse_args(argv)
     from pixelcam.models.checkpoint import load_checkpoint
     from pixelcam.models.model import build_model
 
     model = build_model(backbone=args.backbone, weights="imagenet",
                         output_stride=args.output_stride).eval()  # fmt: skip
-    print(f"| input side | features | linear probe PxAP ({args.split}, true masks) | constant |")
-    print("|---|---|---|---|")
+    if args.sizes:
+        print(f"| input side | features | linear probe PxAP ({args.split}, true masks) | "
+              "constant |\n|---|---|---|---|")  # fmt: skip
     for size in args.sizes:
         probe, constant, side = ceiling(model, size, args)
         print(f"| {size} | {side}x{side} | {probe:.1f} | {constant:.1f} |", flush=True)
     if args.teacher:
         teacher, _ = load_checkpoint(args.teacher)
         size = args.teacher_size
-        print(f"\nseeds of {args.teacher} ({args.teacher_method}, {size} px), train split:")
+        print(
+            f"\nseeds of {args.teacher} ({args.teacher_method}, {size} px, "
+            f"{args.teacher_views} views), train split:"
+        )
         print("| images | q | top-q pixels in glands | bottom-q pixels outside | gland fraction |")
         print("|---|---|---|---|---|")
         print("\n".join(seed_precision(teacher, size, args.teacher_method, args)))
