@@ -395,8 +395,10 @@ def test_recipe_button_fills_the_form_from_the_recipe_registry(dock):
     assert widget.use_recipe()["sampler"] == student["sampler"]
     s = widget.settings()
     assert (s["sampler"], s["bg_fraction"]) == (student["sampler"], student["bg_fraction"])
+    assert s["teacher_views"] == student["teacher_views"] == "multiscale"
     args = _parse(build_train_command({**s, "out": "run", "data_root": ".", "teacher": "."}))
     assert (args.sampler, args.bg_fraction) == (student["sampler"], student["bg_fraction"])
+    assert args.teacher_views == "multiscale"
     assert args.lr_step == student["lr_step"] == 6
 
 

@@ -132,9 +132,11 @@ def test_glas_student_steps_its_lr_down_unless_told_otherwise() -> None:
     student = TrainConfig(out="x", dataset="glas", data_root="r", phase="pixelcam")
     assert apply_recipe(student, given=set())["lr_step"] == 6 and student.lr_step == 6
     assert (student.sampler, student.bg_fraction, student.epochs) == ("extremes", 0.05, 12)
+    assert student.teacher_views == "multiscale"
     told = TrainConfig(out="x", dataset="glas", data_root="r", phase="pixelcam")
-    apply_recipe(told, given={"lr_step"})
+    apply_recipe(told, given={"lr_step", "teacher_views"})
     assert told.lr_step is None  # a constant lr, as given
+    assert told.teacher_views == "single"
     teacher = TrainConfig(out="x", dataset="glas", data_root="r")
     apply_recipe(teacher, given=set())
     assert teacher.lr_step is None and teacher.epochs == 30
