@@ -40,9 +40,11 @@ def collect(model: Any, split: str, size: int, args: argparse.Namespace, method:
     ds = load_glas(args.data_root, split=split, fold=args.fold, folds_dir=args.folds_dir)
     ds = ds.with_transform(EvalTransform(size))
     feats, fractions, masks, cams, labels = [], [], [], [], []
+    # one pass gives the features (and the CAM when it is one view); more views: viewed_maps
+    one_pass = [method] if method and args.teacher_views == "single" else []
     for i in range(len(ds)):
         s = ds[i]
-        r = compute_maps(model, s.image[None], [method] if method else [], target=[s.label])
+        r = compute_maps(model, s.image[None], one_pass, target=[s.label])
         h, w = r.features.shape[-2:]
         feats.append(r.features[0])
         mask = s.mask.float()
@@ -50,9 +52,11 @@ def collect(model: Any, split: str, size: int, args: argparse.Namespace, method:
         masks.append(mask)
         labels.append(int(s.label))
         if method:
-            cam = r.maps[method]
-            if getattr(args, "teacher_views", "single") != "single":
-                cam = viewed_maps(model, s.image[None], method, [s.label], args.teacher_views)
+            cam = (
+                r.maps[method]
+                if one_pass
+                else viewed_maps(model, s.image[None], method, [s.label], args.teacher_views)
+            )
             cams.append(F.interpolate(cam[None], size=(h, w), mode="area")[0, 0])
     return (torch.stack(feats), torch.stack(fractions), torch.stack(masks),
             torch.stack(cams) if cams else None, torch.tensor(labels))  # fmt: skip
