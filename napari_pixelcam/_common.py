@@ -8,8 +8,9 @@ and it must stay Qt-free): each helper imports what it needs when it is called.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
@@ -227,7 +228,12 @@ def in_turns(steps: Sequence[Callable[[], Any]], prefix: str = "PixelCAM") -> No
     the loop paints and handles input between two steps, so a long series of layer
     changes never freezes the viewer. A step that raises becomes an error notification;
     the next ones still run. (Not 0 ms: Qt runs a 0 ms timer queued by a 0 ms timer in
-    the same pass, before input, paint and other timers: two steps as one block.)"""
+    the same pass, before input, paint and other timers: two steps as one block.)
+
+    The windows do not paint during a step: what the step changed is painted in a turn of
+    its own (:func:`paint_apart`), and the next step starts after it. A napari layer change
+    and the window's repaint that follows are each about 100 ms on software OpenGL; in the
+    same turn they blocked the loop for their sum (measured: ``benchmarks/ui_stalls.py``)."""
     from qtpy.QtCore import QTimer
 
     todo = list(steps)
@@ -236,14 +242,46 @@ def in_turns(steps: Sequence[Callable[[], Any]], prefix: str = "PixelCAM") -> No
         if not todo:
             return
         step = todo.pop(0)
-        try:
-            step()
-        except Exception as exc:  # noqa: BLE001 - nothing may escape into Qt
-            notify("error", f"{prefix}: {type(exc).__name__}: {exc}")
-        if todo:
-            QTimer.singleShot(TURN_MS, run)
+        with paint_apart(then=lambda: QTimer.singleShot(TURN_MS, run) if todo else None):
+            try:
+                step()
+            except Exception as exc:  # noqa: BLE001 - nothing may escape into Qt
+                notify("error", f"{prefix}: {type(exc).__name__}: {exc}")
 
     QTimer.singleShot(TURN_MS, run)
+
+
+@contextlib.contextmanager
+def paint_apart(then: Callable[[], Any] | None = None) -> Iterator[None]:
+    """Hold the painting of the shown main windows during the ``with`` block; repaint them
+    in the next turn of the event loop (input that came meanwhile is handled first), then
+    call ``then``. Windows closed meanwhile are skipped; nesting is harmless (only the
+    outermost block holds and repaints)."""
+    from qtpy.QtCore import QTimer
+    from qtpy.QtWidgets import QApplication, QMainWindow
+
+    held = [
+        w
+        for w in QApplication.topLevelWidgets()
+        if isinstance(w, QMainWindow) and w.isVisible() and w.updatesEnabled()
+    ]
+    for window in held:
+        window.setUpdatesEnabled(False)
+
+    def repaint() -> None:
+        for window in held:
+            try:
+                window.setUpdatesEnabled(True)
+                window.repaint()
+            except RuntimeError:  # its C++ object is gone: the window was closed
+                pass
+        if then is not None:
+            then()
+
+    try:
+        yield
+    finally:
+        QTimer.singleShot(TURN_MS, repaint)
 
 
 #: the delay between two of :func:`in_turns`'s steps

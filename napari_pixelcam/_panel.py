@@ -556,7 +556,8 @@ class PixelCAMPanel(Container):
     def _on_shown_map(self, method: str | None) -> None:
         if self._syncing or not method:
             return
-        self.view.show(method)
+        with common.paint_apart():
+            self.view.show(method)
         layer = self.view.layer(method)
         if layer is not None:
             self._syncing = True
@@ -567,7 +568,8 @@ class PixelCAMPanel(Container):
 
     def step_map(self, delta: int = 1) -> str | None:
         """Show the next (``delta=1``) or previous map of the image."""
-        method = self.view.step(delta)
+        with common.paint_apart():
+            method = self.view.step(delta)
         if method is not None:
             self._syncing = True
             try:
@@ -616,6 +618,10 @@ class PixelCAMPanel(Container):
     # ------------------------------------------------------------------ points
     def sample_points(self) -> Any:
         """Sample n FG/BG pseudo-label pixels from the chosen map into a Points layer."""
+        with common.paint_apart():  # the new layer is painted in the next turn
+            return self._sample_points()
+
+    def _sample_points(self) -> Any:
         from pixelcam.pseudo_labels import sample_points
 
         src = self.points_source.value

@@ -272,7 +272,8 @@ class RefineWidget(QWidget):
 
     @common.guarded(PREFIX)
     def _new_points_clicked(self, _checked: bool = False) -> Any:
-        return self.new_points_layer()
+        with common.paint_apart():
+            return self.new_points_layer()
 
     def new_points_layer(self) -> Any:
         """The image's refine points layer (made once, aligned with the image), chosen."""
@@ -509,7 +510,8 @@ class RefineWidget(QWidget):
         self.last_result = out
         self.can_undo = out["can_undo"]
         self.undo_button.setEnabled(self.can_undo)
-        self.show_maps(out["maps"])
+        with common.paint_apart():
+            self.show_maps(out["maps"])
         text = f"points FG {out['n_fg']} / BG {out['n_bg']} | refit {out['ms']:.0f} ms"
         if out.get("pxap") is not None:
             was = out.get("base_pxap")

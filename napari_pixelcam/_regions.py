@@ -297,13 +297,16 @@ def add_map_regions(viewer: Any, map_layer: Any, threshold: float, wait: bool = 
             common.notify("info", f"PixelCAM: no pixel of {method} reaches {threshold:g}")
             return
         data, kwargs = shapes_data(regions)
-        if name in viewer.layers:
-            viewer.layers.remove(name)
         kwargs["metadata"].update(method=method, threshold=float(threshold), source=source)
-        viewer.add_shapes(data, name=name, scale=base, translate=translate, opacity=1.0, **kwargs)
-        for layer in viewer.layers:  # the same contour, not editable: the shapes replace it
-            if common.OUTLINE_KEY in layer.metadata:
-                layer.visible = False
+        with common.paint_apart():
+            if name in viewer.layers:
+                viewer.layers.remove(name)
+            viewer.add_shapes(
+                data, name=name, scale=base, translate=translate, opacity=1.0, **kwargs
+            )
+            for layer in viewer.layers:  # the same contour, not editable: the shapes replace it
+                if common.OUTLINE_KEY in layer.metadata:
+                    layer.visible = False
         common.notify("info", f"PixelCAM: {len(regions)} regions of {method} at {threshold:g}")
 
     def failed(exc: BaseException) -> None:

@@ -344,7 +344,8 @@ class LiveMaps:
             if cached is not None:
                 canvas.add(cached)
         self._canvas, self._view = canvas, (level, canvas_box)
-        self._place_layers(layer, factor, canvas)
+        with common.paint_apart():
+            self._place_layers(layer, factor, canvas)
 
     def _place_layers(self, layer: Any, factor: np.ndarray, canvas: Any) -> None:
         scale = np.asarray(layer.scale[-2:], float) * factor

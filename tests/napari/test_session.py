@@ -390,6 +390,57 @@ def test_in_turns_lets_the_event_loop_run_between_two_steps(qtbot):
         assert start > end  # a beat between the end of one step and the start of the next
 
 
+def test_in_turns_paints_each_step_in_a_turn_of_its_own(qtbot):
+    """A shown main window does not paint during a step (its updates are held), it is
+    repainted after the step and before the next one, and it paints again after a step
+    that raised (nothing is left held)."""
+    from qtpy.QtCore import QEvent, QObject
+    from qtpy.QtWidgets import QLabel, QMainWindow
+
+    window = QMainWindow()
+    window.setCentralWidget(QLabel("tissue"))
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitExposed(window)
+    paints: list[int] = []
+
+    class CountPaints(QObject):
+        def eventFilter(self, obj, event):  # noqa: N802 - Qt's name
+            if event.type() == QEvent.Type.Paint:
+                paints.append(1)
+            return False
+
+    counter = CountPaints()
+    window.installEventFilter(counter)
+    log: list[tuple[str, bool, int]] = []
+
+    def step(name: str) -> None:
+        log.append((name, window.updatesEnabled(), len(paints)))
+        if name == "b":
+            raise RuntimeError("b failed")
+
+    _common.in_turns([lambda: step("a"), lambda: step("b"), lambda: step("c")])
+    qtbot.waitUntil(lambda: len(log) == 3 and window.updatesEnabled(), timeout=5000)
+    qtbot.waitUntil(lambda: len(paints) > log[-1][2], timeout=5000)
+    assert [held for _, held, _ in log] == [False, False, False]  # held during each step
+    counts = [n for _, _, n in log]
+    assert counts[1] > counts[0] and counts[2] > counts[1]  # a repaint between two steps
+    window.removeEventFilter(counter)
+
+
+def test_paint_apart_skips_a_window_closed_meanwhile(qtbot):
+    from qtpy.QtWidgets import QMainWindow
+
+    window = QMainWindow()
+    window.show()
+    qtbot.waitExposed(window)
+    after: list[int] = []
+    with _common.paint_apart(then=lambda: after.append(1)):
+        assert not window.updatesEnabled()
+        window.deleteLater()
+    qtbot.waitUntil(lambda: after == [1], timeout=5000)  # no error from the deleted window
+
+
 def test_unit_registry_built_off_thread_is_installed_only_while_napari_has_none():
     """The registry built in the warm-up becomes pint's application registry (napari's
     first layer then parses no unit definitions, and its units come from it) only while
