@@ -289,28 +289,46 @@ TURN_MS = 1
 
 
 #: the docks start their workers (torch's import holds Python's lock for long stretches)
-#: this long after they are built, so a dock is drawn and usable first
+#: this long after the last dock was built, so that docks opened together are each drawn
+#: and usable first
 WORKERS_AFTER_MS = 400
+
+_PENDING_STARTS: list[Any] = []  # the QTimers of load_libraries that have not fired yet
 
 
 def load_libraries(owner: Any, session: Any, *extra: Any, viewer: Any = None) -> None:
     """Read the session's catalogue and warm the libraries up, in workers, started
-    :data:`WORKERS_AFTER_MS` from now (each once per session; see the session) unless
-    ``owner`` (the dock's Qt widget) is gone by then. With ``viewer``, what the warm-up
-    imported is then frozen out of garbage collection (:func:`freeze_after_warm_up`)."""
+    :data:`WORKERS_AFTER_MS` after the last dock asked (each dock's call postpones the
+    starts still pending: docks opened together, e.g. the panel opening the trainer, are
+    not built while torch is imported) unless ``owner`` (the dock's Qt widget) is gone by
+    then. Each item runs once per session (see the session). With ``viewer``, what the
+    warm-up imported is then frozen out of garbage collection (:func:`freeze_after_warm_up`)."""
     from qtpy.QtCore import QTimer
 
     def start() -> None:
+        _forget(timer)
         session.load_catalogue(in_worker)
         session.events.warmed.connect(install_built_unit_registry, unique=True)
         session.warm_up(in_worker, *extra, build_unit_registry)
         if viewer is not None:
             freeze_after_warm_up(viewer, session, owner)
 
+    for pending in list(_PENDING_STARTS):
+        try:
+            pending.start(WORKERS_AFTER_MS)  # restarts it: from now
+        except RuntimeError:  # its dock was closed (the timer went with it)
+            _forget(pending)
     timer = QTimer(owner)
     timer.setSingleShot(True)
     timer.timeout.connect(start)
+    timer.destroyed.connect(lambda *_: _forget(timer))
+    _PENDING_STARTS.append(timer)
     timer.start(WORKERS_AFTER_MS)
+
+
+def _forget(timer: Any) -> None:
+    if timer in _PENDING_STARTS:
+        _PENDING_STARTS.remove(timer)
 
 
 _BUILT_UNIT_REGISTRY: list[Any] = []  # the registry build_unit_registry made, if any

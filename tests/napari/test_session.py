@@ -362,6 +362,48 @@ def test_warm_up_runs_each_item_once_after_the_catalogue():
     assert ran == ["x"]
 
 
+def test_docks_opened_together_start_their_workers_after_the_last_one(qtbot, monkeypatch):
+    """Each dock's load_libraries postpones the starts still pending: the warm-up (torch's
+    import) begins WORKERS_AFTER_MS after the last dock, not while the next is built; a
+    dock closed before its start starts nothing and does not stop the others."""
+    import time
+
+    from qtpy.QtWidgets import QWidget
+
+    monkeypatch.setattr(_common, "WORKERS_AFTER_MS", 150)
+    started: list[tuple[str, float]] = []
+
+    class FakeSession:
+        def __init__(self, name: str) -> None:
+            self.name = name
+            self.events = type("E", (), {"warmed": type("S", (), {"connect": _noop})()})()
+
+        def load_catalogue(self, runner):
+            started.append((self.name, time.perf_counter()))
+
+        def warm_up(self, runner, *items):
+            pass
+
+    docks = [QWidget() for _ in range(3)]
+    for dock in docks:
+        qtbot.addWidget(dock)
+    _common.load_libraries(docks[0], FakeSession("panel"))
+    qtbot.wait(100)
+    _common.load_libraries(docks[1], FakeSession("closed"))
+    docks[1].deleteLater()
+    qtbot.wait(100)
+    last = time.perf_counter()
+    _common.load_libraries(docks[2], FakeSession("trainer"))
+    qtbot.waitUntil(lambda: len(started) == 2, timeout=5000)
+    qtbot.wait(300)
+    assert sorted(name for name, _ in started) == ["panel", "trainer"]
+    assert all(t - last >= 0.14 for _, t in started)  # none before 150 ms after the last
+
+
+def _noop(*args, **kwargs) -> None:
+    pass
+
+
 def test_in_turns_lets_the_event_loop_run_between_two_steps(qtbot):
     """A timer that came due during one step fires before the next step starts (input and
     paint get in between), and a failing step is a notification, not the end."""
@@ -483,3 +525,26 @@ print("ok")
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the preload is Linux only")
+def test_torch_libraries_preloaded_off_the_lock_then_torch_imports_and_works():
+    """In a fresh process the preload maps libtorch into the process without importing
+    torch; ``import torch`` then works (a tensor op, autograd); once torch is imported the
+    preload does nothing."""
+    code = """
+import sys
+from napari_pixelcam._session import preload_torch_libraries
+assert preload_torch_libraries() is True
+assert "torch" not in sys.modules
+assert "libtorch_cpu.so" in open("/proc/self/maps").read()
+import torch
+x = torch.ones(3, requires_grad=True)
+(x * 2).sum().backward()
+assert x.grad.tolist() == [2.0, 2.0, 2.0]
+assert preload_torch_libraries() is False
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
