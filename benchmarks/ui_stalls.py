@@ -154,6 +154,7 @@ class Bench:
         self.beat = Heartbeat(blame)
         self.panel = self.sep = self.trainer = None
         self.rows: list[dict[str, Any]] = []
+        self.plain_names: list[str] = []
 
     def step(self, name: str, pass_no: int, action: Callable[[], Any],
              done: Callable[[], bool] | None = None, timeout: float = 300.0) -> None:  # fmt: skip
@@ -221,6 +222,28 @@ class Bench:
         data = np.random.default_rng(0).random((512, 512), dtype=np.float32)
         self.viewer.add_image(data, name="reference", colormap="magma", blending="additive")
 
+    def open_plain(self, i: int) -> None:
+        """A reference: File > Open of the tile and its mask with napari's own reader (two
+        layers, as the plugin's reader gives: the floor of "open image")."""
+        image = self.images[i]
+        mask = image.with_name(f"{image.stem}_mask.png")
+        layers = self.viewer.open([str(image), str(mask)], plugin="napari", stack=False)
+        self.plain_names = [layer.name for layer in layers]
+
+    def add_big_layer(self) -> None:
+        """A reference: napari adds a 2048 px map-like layer over the big image (the floor
+        of its maps: they are computed on a copy of at most 2048 px)."""
+        import numpy as np
+
+        data = np.random.default_rng(0).random((2048, 2048), dtype=np.float32)
+        self.viewer.add_image(data, name="reference", colormap="magma", blending="additive",
+                              scale=(self.big_side / 2048,) * 2)  # fmt: skip
+
+    def remove(self, names: list[str]) -> None:
+        for name in names:  # one per turn
+            self.viewer.layers.remove(name)
+            pump(0.1)
+
     def tsne(self) -> None:
         self.sep._refresh()
         combo = self.sep.label_combo
@@ -255,8 +278,12 @@ class Bench:
         self.step("pan the view (napari alone)", p, self.pan)
         self.step("add a 512 px layer (napari alone)", p, self.add_layer)
         self.viewer.layers.remove("reference")
+        self.step("open the tile and its mask (napari's reader)", p, lambda: self.open_plain(p - 1))
+        self.remove(self.plain_names)
         self.trainer.wait(300)
         self.step(f"open a {self.big_side} px image", p, self.open_big)
+        self.step("add a 2048 px layer over it (napari alone)", p, self.add_big_layer)
+        self.remove(["reference"])
         self.step(f"{self.big_side} px image maps", p, self.big_maps, self.maps_done)
         self.viewer.layers.remove("big")
 
