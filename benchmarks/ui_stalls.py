@@ -17,6 +17,7 @@ Prints a Markdown table (and writes JSON with ``--out``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -24,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -222,6 +223,20 @@ class Bench:
         data = np.random.default_rng(0).random((512, 512), dtype=np.float32)
         self.viewer.add_image(data, name="reference", colormap="magma", blending="additive")
 
+    @contextlib.contextmanager
+    def napari_alone(self) -> Iterator[None]:
+        """A reference step: napari without the plugin's hold on the paint of layer changes
+        (the panel paints every layer change in a turn of its own)."""
+        from napari_pixelcam import _common
+
+        events = self.viewer.layers.events
+        events.inserted.disconnect(_common._hold_paint)
+        events.removed.disconnect(_common._hold_paint)
+        try:
+            yield
+        finally:
+            _common.paint_layer_changes_apart(self.viewer.layers)
+
     def open_plain(self, i: int) -> None:
         """A reference: File > Open of the tile and its mask with napari's own reader (two
         layers, as the plugin's reader gives: the floor of "open image")."""
@@ -275,14 +290,20 @@ class Bench:
                   self.maps_done)  # fmt: skip
         self.step("t-SNE", p, self.tsne, lambda: not self.sep.busy)
         self.step("training start", p, lambda: self.train(p), self.trained, 600)
-        self.step("pan the view (napari alone)", p, self.pan)
-        self.step("add a 512 px layer (napari alone)", p, self.add_layer)
+        with self.napari_alone():
+            self.step("pan the view (napari alone)", p, self.pan)
+        with self.napari_alone():
+            self.step("add a 512 px layer (napari alone)", p, self.add_layer)
         self.viewer.layers.remove("reference")
-        self.step("open the tile and its mask (napari's reader)", p, lambda: self.open_plain(p - 1))
+        with self.napari_alone():
+            name = "open the tile and its mask (napari's reader)"
+            self.step(name, p, lambda: self.open_plain(p - 1))
         self.remove(self.plain_names)
         self.trainer.wait(300)
-        self.step(f"open a {self.big_side} px image", p, self.open_big)
-        self.step("add a 2048 px layer over it (napari alone)", p, self.add_big_layer)
+        with self.napari_alone():
+            self.step(f"open a {self.big_side} px image", p, self.open_big)
+        with self.napari_alone():
+            self.step("add a 2048 px layer over it (napari alone)", p, self.add_big_layer)
         self.remove(["reference"])
         self.step(f"{self.big_side} px image maps", p, self.big_maps, self.maps_done)
         self.viewer.layers.remove("big")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
@@ -267,12 +268,16 @@ def paint_apart(then: Callable[[], Any] | None = None) -> Iterator[None]:
     ]
     for window in held:
         window.setUpdatesEnabled(False)
+    refs = [weakref.ref(w) for w in held]  # a window closed meanwhile may go
+    del held
 
     def repaint() -> None:
-        for window in held:
+        for ref in refs:
+            window = ref()
             try:
-                window.setUpdatesEnabled(True)
-                window.repaint()
+                if window is not None:
+                    window.setUpdatesEnabled(True)
+                    window.repaint()
             except RuntimeError:  # its C++ object is gone: the window was closed
                 pass
         if then is not None:
@@ -282,6 +287,19 @@ def paint_apart(then: Callable[[], Any] | None = None) -> Iterator[None]:
         yield
     finally:
         QTimer.singleShot(TURN_MS, repaint)
+
+
+def paint_layer_changes_apart(layers: Any) -> None:
+    """Paint every layer added to or removed from ``layers`` (a viewer's layer list) in a
+    turn of its own (:func:`paint_apart`), also those napari adds itself (File > Open of an
+    image and its mask: two layers and their repaint were one block). Once per list."""
+    layers.events.inserted.connect(_hold_paint)  # napari connects a callback only once
+    layers.events.removed.connect(_hold_paint)
+
+
+def _hold_paint(_event: Any = None) -> None:
+    with paint_apart():
+        pass
 
 
 #: the delay between two of :func:`in_turns`'s steps

@@ -174,9 +174,11 @@ class MapView:
             if layer.metadata.get(ov.OUTLINE_MASK_KEY):
                 outline_mask(layer)
 
-    def show(self, method: str | None = None) -> str | None:
+    def show(self, method: str | None = None, outline: bool = True) -> str | None:
         """Show one map over the image (``method``, else the one shown, else PixelCAM,
-        else the last), the others hidden, with its colour bar and outline. Returns it."""
+        else the last), the others hidden, with its colour bar and (unless ``outline`` is
+        False: :meth:`refresh_outline` later, for a paint of its own) its outline. Returns
+        it."""
         maps = self.maps()
         if not maps:
             return None
@@ -192,7 +194,8 @@ class MapView:
                 ly.visible = visible
             if visible:
                 colorbar_on(ly)
-        self._refresh_outline()
+        if outline:
+            self.refresh_outline()
         self._mask_on_top(maps)
         return method
 
@@ -226,9 +229,10 @@ class MapView:
         if self.grid_on:
             self.refresh_panes()
         else:
-            self._refresh_outline()
+            self.refresh_outline()
 
-    def _refresh_outline(self) -> None:
+    def refresh_outline(self) -> None:
+        """The outline of the shown map at the threshold (hidden with no map shown)."""
         if self.image is None:
             return
         layer = self._outline_layer(create=bool(self.maps()))

@@ -548,3 +548,23 @@ print("ok")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_layer_changes_are_painted_in_a_turn_of_their_own(make_napari_viewer, qtbot):
+    """With the panel's hold on a viewer's layer list, adding or removing a layer (napari's
+    own File > Open included) leaves the window unpainted until the next turn, then
+    repaints it: the change and its paint are two blocks of the event loop, not one."""
+    import numpy as np
+
+    viewer = make_napari_viewer(show=True)
+    window = viewer.window._qt_window
+    _common.paint_layer_changes_apart(viewer.layers)
+    _common.paint_layer_changes_apart(viewer.layers)  # once per list: a second call adds none
+    assert viewer.layers.events.inserted.callbacks.count(_common._hold_paint) == 1
+    qtbot.waitUntil(window.updatesEnabled, timeout=5000)
+    viewer.add_image(np.zeros((32, 32), np.float32), name="map")
+    assert not window.updatesEnabled()  # held: painted in the next turn
+    qtbot.waitUntil(window.updatesEnabled, timeout=5000)
+    viewer.layers.remove("map")
+    assert not window.updatesEnabled()
+    qtbot.waitUntil(window.updatesEnabled, timeout=5000)
