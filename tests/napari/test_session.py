@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -372,17 +373,20 @@ def test_docks_opened_together_start_their_workers_after_the_last_one(qtbot, mon
 
     monkeypatch.setattr(_common, "WORKERS_AFTER_MS", 150)
     started: list[tuple[str, float]] = []
+    calls: list[tuple[str, str]] = []
 
     class FakeSession:
         def __init__(self, name: str) -> None:
             self.name = name
-            self.events = type("E", (), {"warmed": type("S", (), {"connect": _noop})()})()
+            warmed = SimpleNamespace(connect=lambda slot, **kw: calls.append((name, "warmed")))
+            self.events = SimpleNamespace(warmed=warmed)
 
         def load_catalogue(self, runner):
             started.append((self.name, time.perf_counter()))
 
         def warm_up(self, runner, *items):
-            pass
+            assert _common.build_unit_registry in items  # the registry comes last
+            calls.append((self.name, "warm_up"))
 
     docks = [QWidget() for _ in range(3)]
     for dock in docks:
@@ -398,10 +402,8 @@ def test_docks_opened_together_start_their_workers_after_the_last_one(qtbot, mon
     qtbot.wait(300)
     assert sorted(name for name, _ in started) == ["panel", "trainer"]
     assert all(t - last >= 0.14 for _, t in started)  # none before 150 ms after the last
-
-
-def _noop(*args, **kwargs) -> None:
-    pass
+    assert sorted(calls) == [("panel", "warm_up"), ("panel", "warmed"),
+                             ("trainer", "warm_up"), ("trainer", "warmed")]  # fmt: skip
 
 
 def test_in_turns_lets_the_event_loop_run_between_two_steps(qtbot):
