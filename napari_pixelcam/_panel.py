@@ -623,11 +623,8 @@ class PixelCAMPanel(Container):
 
     # ------------------------------------------------------------------ points
     def sample_points(self) -> Any:
-        """Sample n FG/BG pseudo-label pixels from the chosen map into a Points layer."""
-        with common.paint_apart():  # the new layer is painted in the next turn
-            return self._sample_points()
-
-    def _sample_points(self) -> Any:
+        """Sample n FG/BG pseudo-label pixels from the chosen map into a Points layer (its
+        paint in the next turn: the panel holds it on every layer change)."""
         from pixelcam.pseudo_labels import sample_points
 
         src = self.points_source.value
